@@ -1,0 +1,202 @@
+//! `model.json`: the contract between whoever makes a model (importer, trainer) and whoever
+//! serves it (runtime, bindings).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::NetworkConfig;
+
+/// Current version of the `model.json` layout.
+pub const FORMAT_VERSION: u32 = 1;
+/// File names inside a model directory.
+pub const META_FILE: &str = "model.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const ONNX_FILE: &str = "model.onnx";
+
+/// Resampling filter for the resize step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+}
+
+/// The evaluation transform the weights were trained and published with: resize the shorter
+/// side to `resize`, center-crop `crop x crop`, scale to [0, 1], then `(x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    pub resize: usize,
+    pub crop: usize,
+    pub interpolation: Interpolation,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Preprocessing {
+    /// timm's eval transform for `nasnetalarge.tf_in1k`: crop_pct 0.911, bicubic.
+    pub fn timm(input_size: usize) -> Self {
+        Self::with_crop_pct(input_size, 0.911, Interpolation::Bicubic)
+    }
+
+    /// Cadene's `TransformImage`: scale 0.875, bilinear.
+    pub fn cadene(input_size: usize) -> Self {
+        Self::with_crop_pct(input_size, 0.875, Interpolation::Bilinear)
+    }
+
+    fn with_crop_pct(input_size: usize, crop_pct: f64, interpolation: Interpolation) -> Self {
+        Self {
+            resize: (input_size as f64 / crop_pct).floor() as usize,
+            crop: input_size,
+            interpolation,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+}
+
+/// A file and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The upstream layout the importer read (`timm`, `cadene`, `keras`, `nasnet`).
+    pub format: String,
+    pub source: FileDigest,
+}
+
+/// The content of `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub format_version: u32,
+    /// A human-readable model name, e.g. `nasnet-a-mobile`.
+    pub name: String,
+    pub architecture: NetworkConfig,
+    pub preprocessing: Preprocessing,
+    /// One label per class, in class-index order.
+    pub labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// The weights file in the same directory.
+    pub weights: FileDigest,
+}
+
+/// A `model.json` that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid model.json: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: String },
+}
+
+impl ModelMeta {
+    /// Reads and checks `model.json` (`path` may be the file or its directory).
+    pub fn load(path: &Path) -> Result<Self, MetaError> {
+        let file = if path.is_dir() {
+            path.join(META_FILE)
+        } else {
+            path.to_path_buf()
+        };
+        let display = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|source| MetaError::Io {
+            path: display.clone(),
+            source,
+        })?;
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|source| MetaError::Parse {
+            path: display.clone(),
+            source,
+        })?;
+        meta.check().map_err(|problem| MetaError::Invalid {
+            path: display,
+            problem,
+        })?;
+        Ok(meta)
+    }
+
+    /// Internal consistency: version, labels and architecture.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format_version > FORMAT_VERSION {
+            return Err(format!(
+                "format_version {} is newer than this program understands ({FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        self.architecture.validate().map_err(|e| e.to_string())?;
+        if self.labels.len() != self.architecture.num_classes {
+            return Err(format!(
+                "{} labels for {} classes",
+                self.labels.len(),
+                self.architecture.num_classes
+            ));
+        }
+        if self.preprocessing.crop == 0 || self.preprocessing.resize < self.preprocessing.crop {
+            return Err(format!(
+                "preprocessing resizes to {} but crops {}",
+                self.preprocessing.resize, self.preprocessing.crop
+            ));
+        }
+        if self.preprocessing.std.iter().any(|&s| s == 0.0) {
+            return Err("preprocessing std has a zero".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("model metadata always serializes")
+    }
+}
+
+/// The ImageNet-1k class names, in the standard (sorted synset) order.
+pub fn imagenet_labels() -> Vec<String> {
+    include_str!("../data/imagenet_classes.txt")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Labels for a classifier with `n` classes: ImageNet names for 1000, else `class_<i>`.
+pub fn default_labels(n: usize) -> Vec<String> {
+    if n == 1000 {
+        imagenet_labels()
+    } else {
+        (0..n).map(|i| format!("class_{i}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imagenet_has_1000_labels() {
+        let l = imagenet_labels();
+        assert_eq!(l.len(), 1000);
+        assert_eq!(l[0], "tench");
+        assert!(l.iter().all(|s| !s.is_empty()));
+    }
+
+    #[test]
+    fn eval_transforms() {
+        let t = Preprocessing::timm(331);
+        assert_eq!((t.resize, t.crop), (363, 331));
+        let c = Preprocessing::cadene(331);
+        assert_eq!((c.resize, c.crop), (378, 331));
+        assert_eq!(Preprocessing::cadene(224).resize, 256);
+    }
+}

@@ -1,0 +1,188 @@
+//! The operations a NASNet network is made of, as a trait.
+//!
+//! The network in [`crate::model`] is written once, generically over [`Graph`]. Running it on
+//! [`CandleGraph`] computes it with Candle; the ONNX exporter implements the same trait to
+//! record the graph instead, so the wiring exists in one place only.
+
+use candle_core::{DType, Tensor};
+
+use crate::kernels::{self, Depthwise, Pads, Pool};
+use crate::layers::BatchNorm;
+use crate::Result;
+
+/// A convolution's geometry; the weight is `[out, in / groups, kh, kw]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub stride: usize,
+    pub dilation: usize,
+    pub pads: Pads,
+    pub groups: usize,
+}
+
+/// A backend that evaluates (or records) the network's operations on values of type `Value`,
+/// each of shape `[N, C, H, W]` (or `[N, C]` after global pooling).
+pub trait Graph {
+    type Value: Clone;
+
+    /// Channels, height and width of a `[N, C, H, W]` value.
+    fn chw(&self, x: &Self::Value) -> Result<[usize; 3]>;
+    fn conv2d(&mut self, x: &Self::Value, weight: &Tensor, spec: ConvSpec) -> Result<Self::Value>;
+    fn batch_norm(&mut self, x: &Self::Value, bn: &BatchNorm) -> Result<Self::Value>;
+    fn relu(&mut self, x: &Self::Value) -> Result<Self::Value>;
+    fn add(&mut self, a: &Self::Value, b: &Self::Value) -> Result<Self::Value>;
+    /// Concatenation along channels.
+    fn concat(&mut self, xs: &[Self::Value]) -> Result<Self::Value>;
+    fn pool(&mut self, x: &Self::Value, op: Pool) -> Result<Self::Value>;
+    /// `x[:, :, 1:, 1:]`.
+    fn crop_top_left(&mut self, x: &Self::Value) -> Result<Self::Value>;
+    /// Mean over height and width: `[N, C, H, W] -> [N, C]`.
+    fn global_avg_pool(&mut self, x: &Self::Value) -> Result<Self::Value>;
+    /// `x [N, in] @ weight[out, in]^T + bias`.
+    fn linear(&mut self, x: &Self::Value, weight: &Tensor, bias: &Tensor) -> Result<Self::Value>;
+    /// Dropout with drop probability `p` (training only).
+    fn dropout(&mut self, x: &Self::Value, p: f64) -> Result<Self::Value>;
+    /// ScheduledDropPath with this layer's final keep probability (training only).
+    fn drop_path(&mut self, x: &Self::Value, keep: f64) -> Result<Self::Value>;
+    /// Marks a named intermediate result (`Stem`, `Cell_3`, `Reduction_Cell_0`, ...).
+    fn endpoint(&mut self, _name: &str, _x: &Self::Value) {}
+}
+
+/// Evaluates the network with Candle, in inference or training mode.
+#[derive(Debug, Default)]
+pub struct CandleGraph {
+    /// Training mode: batch statistics in batch norm, dropout and drop-path active.
+    pub train: bool,
+    /// Fraction of training done, in `[0, 1]`, for ScheduledDropPath.
+    pub progress: f64,
+    /// When `Some`, every endpoint's shape is recorded here.
+    pub endpoints: Option<Vec<(String, Vec<usize>)>>,
+}
+
+impl CandleGraph {
+    /// Inference mode.
+    pub fn eval() -> Self {
+        Self::default()
+    }
+
+    /// Inference mode, recording the shape of every endpoint.
+    pub fn recording() -> Self {
+        Self {
+            endpoints: Some(vec![]),
+            ..Self::default()
+        }
+    }
+}
+
+impl Graph for CandleGraph {
+    type Value = Tensor;
+
+    fn chw(&self, x: &Tensor) -> Result<[usize; 3]> {
+        let (_, c, h, w) = x.dims4()?;
+        Ok([c, h, w])
+    }
+
+    fn conv2d(&mut self, x: &Tensor, weight: &Tensor, spec: ConvSpec) -> Result<Tensor> {
+        let (out, _, kh, kw) = weight.dims4()?;
+        let c = x.dim(1)?;
+        if spec.groups > 1 && spec.groups == c && weight.dim(1)? == 1 {
+            let op = Depthwise {
+                stride: spec.stride,
+                dilation: spec.dilation,
+                pads: spec.pads,
+            };
+            return Ok(kernels::depthwise_conv2d(x, weight, op)?);
+        }
+        if (kh, kw) == (1, 1) && spec.groups == 1 {
+            // A 1x1 convolution is a matrix product over channels, after subsampling.
+            let x = if spec.stride > 1 || spec.pads != [0; 4] {
+                let pick = Pool {
+                    kind: kernels::PoolKind::Avg,
+                    kernel: 1,
+                    stride: spec.stride,
+                    pads: spec.pads,
+                    count_include_pad: true,
+                };
+                kernels::pool2d(x, pick)?
+            } else {
+                x.clone()
+            };
+            let (n, c, h, w) = x.dims4()?;
+            let y = weight
+                .reshape((out, c))?
+                .broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+            return Ok(y.reshape((n, out, h, w))?);
+        }
+        let x = kernels::pad2d(x, spec.pads, 0.0)?;
+        Ok(x.conv2d(weight, 0, spec.stride, spec.dilation, spec.groups)?)
+    }
+
+    fn batch_norm(&mut self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        if self.train {
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+            let y = centered.broadcast_div(&(var + bn.eps)?.sqrt()?)?;
+            let y = y.broadcast_mul(&bn.weight.reshape((1, c, 1, 1))?)?;
+            return Ok(y.broadcast_add(&bn.bias.reshape((1, c, 1, 1))?)?);
+        }
+        let (scale, shift) = bn.scale_shift()?;
+        Ok(x
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?)
+    }
+
+    fn relu(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.relu()?)
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        Ok((a + b)?)
+    }
+
+    fn concat(&mut self, xs: &[Tensor]) -> Result<Tensor> {
+        Ok(Tensor::cat(xs, 1)?)
+    }
+
+    fn pool(&mut self, x: &Tensor, op: Pool) -> Result<Tensor> {
+        Ok(kernels::pool2d(x, op)?)
+    }
+
+    fn crop_top_left(&mut self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        Ok(x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?)
+    }
+
+    fn global_avg_pool(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.mean((2, 3))?)
+    }
+
+    fn linear(&mut self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?)
+    }
+
+    fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if !self.train || p == 0.0 {
+            return Ok(x.clone());
+        }
+        Ok(candle_nn::ops::dropout(x, p as f32)?)
+    }
+
+    fn drop_path(&mut self, x: &Tensor, keep: f64) -> Result<Tensor> {
+        if !self.train || keep >= 1.0 {
+            return Ok(x.clone());
+        }
+        // Official "v3" schedule: the drop probability grows linearly with training progress.
+        let keep = 1.0 - self.progress.clamp(0.0, 1.0) * (1.0 - keep);
+        let n = x.dim(0)?;
+        let u = Tensor::rand(0f32, 1f32, (n, 1, 1, 1), x.device())?;
+        let mask = u.lt(keep as f32)?.to_dtype(DType::F32)?;
+        Ok(x.broadcast_mul(&(mask / keep)?)?)
+    }
+
+    fn endpoint(&mut self, name: &str, x: &Tensor) {
+        if let Some(e) = &mut self.endpoints {
+            e.push((name.to_owned(), x.dims().to_vec()));
+        }
+    }
+}

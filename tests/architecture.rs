@@ -1,0 +1,126 @@
+//! The network's structure against the official figures: parameter counts, weight keys and
+//! shapes of the upstream files, and the endpoint shapes of TF-slim's `nasnet_test.py`.
+
+use std::collections::BTreeMap;
+
+use nasnet::search::graph::CandleGraph;
+use nasnet::search::init::{count_parameters, parameter_shapes, synthetic_input, synthetic_network};
+use nasnet::{NetworkConfig, Preset};
+
+#[test]
+fn parameter_counts_match_the_published_models() {
+    // ../reference figures: timm / Keras / ONNX zoo agree on these.
+    assert_eq!(count_parameters(&Preset::Large.config()).unwrap(), 88_753_150);
+    assert_eq!(count_parameters(&Preset::Mobile.config()).unwrap(), 5_289_978);
+    // Large with TF's 1001-class head.
+    let mut c = Preset::Large.config();
+    c.num_classes = 1001;
+    assert_eq!(count_parameters(&c).unwrap(), 88_757_183);
+}
+
+fn upstream_keys(text: &str) -> BTreeMap<String, Vec<usize>> {
+    text.lines()
+        .filter(|l| !l.contains("num_batches_tracked"))
+        .map(|l| {
+            let (k, s) = l.split_once('\t').unwrap();
+            let dims = s
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| d.trim().parse().unwrap())
+                .collect();
+            (k.to_owned(), dims)
+        })
+        .collect()
+}
+
+#[test]
+fn large_keys_and_shapes_match_the_upstream_state_dict() {
+    let expected = upstream_keys(include_str!("fixtures/keys_large_1001.txt"));
+    let mut c = Preset::Large.config();
+    c.num_classes = 1001;
+    let ours: BTreeMap<_, _> = parameter_shapes(&c).unwrap().into_iter().collect();
+    assert_eq!(ours.len(), expected.len());
+    assert_eq!(ours, expected);
+}
+
+#[test]
+fn mobile_keys_match_cadene_after_renumbering() {
+    // Cadene's Mobile numbers its normal cells like Large (cell_6.. after reduction 0, cell_12..
+    // after reduction 1); the canonical layout numbers them 0..11 as TF-slim does.
+    let expected: BTreeMap<_, _> = upstream_keys(include_str!("fixtures/keys_mobile_1000.txt"))
+        .into_iter()
+        .map(|(k, v)| (nasnet::zoo::import::renumber_cadene_mobile(&k, 4), v))
+        .collect();
+    let ours: BTreeMap<_, _> = parameter_shapes(&Preset::Mobile.config())
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ours, expected);
+}
+
+fn endpoints(config: &NetworkConfig) -> BTreeMap<String, Vec<usize>> {
+    let net = synthetic_network(config).unwrap();
+    let x = synthetic_input(1, config.image_size).unwrap();
+    let mut g = CandleGraph::recording();
+    let out = net.forward_graph(&mut g, &x).unwrap();
+    assert_eq!(out.logits.dims(), &[1, config.num_classes]);
+    assert_eq!(out.features.dims(), &[1, net.num_features()]);
+    if config.genotype == nasnet::Genotype::nasnet_a() {
+        assert_eq!(net.num_features(), config.filters * 24);
+    }
+    g.endpoints.unwrap().into_iter().collect()
+}
+
+fn chw(e: &BTreeMap<String, Vec<usize>>, name: &str) -> [usize; 3] {
+    let d = &e[name];
+    [d[2], d[3], d[1]]
+}
+
+#[test]
+fn cifar_endpoint_shapes() {
+    let e = endpoints(&Preset::Cifar.config());
+    assert_eq!(chw(&e, "Stem"), [32, 32, 96]);
+    for i in 0..6 {
+        assert_eq!(chw(&e, &format!("Cell_{i}")), [32, 32, 192]);
+    }
+    assert_eq!(chw(&e, "Reduction_Cell_0"), [16, 16, 256]);
+    for i in 6..12 {
+        assert_eq!(chw(&e, &format!("Cell_{i}")), [16, 16, 384]);
+    }
+    assert_eq!(chw(&e, "Reduction_Cell_1"), [8, 8, 512]);
+    for i in 12..18 {
+        assert_eq!(chw(&e, &format!("Cell_{i}")), [8, 8, 768]);
+    }
+}
+
+#[test]
+fn mobile_endpoint_shapes() {
+    let e = endpoints(&Preset::Mobile.config());
+    assert_eq!(chw(&e, "Stem"), [28, 28, 88]);
+    assert_eq!(chw(&e, "Cell_3"), [28, 28, 264]);
+    assert_eq!(chw(&e, "Reduction_Cell_0"), [14, 14, 352]);
+    assert_eq!(chw(&e, "Cell_7"), [14, 14, 528]);
+    assert_eq!(chw(&e, "Reduction_Cell_1"), [7, 7, 704]);
+    assert_eq!(chw(&e, "Cell_11"), [7, 7, 1056]);
+}
+
+#[test]
+fn large_endpoint_shapes() {
+    let e = endpoints(&Preset::Large.config());
+    assert_eq!(chw(&e, "Stem"), [42, 42, 336]);
+    assert_eq!(chw(&e, "Cell_5"), [42, 42, 1008]);
+    assert_eq!(chw(&e, "Reduction_Cell_0"), [21, 21, 1344]);
+    assert_eq!(chw(&e, "Cell_11"), [21, 21, 2016]);
+    assert_eq!(chw(&e, "Reduction_Cell_1"), [11, 11, 2688]);
+    assert_eq!(chw(&e, "Cell_17"), [11, 11, 4032]);
+}
+
+#[test]
+fn strict_concat_changes_the_widths() {
+    let mut c = Preset::Cifar.config();
+    c.genotype = c.genotype.with_strict_concat();
+    let e = endpoints(&c);
+    assert_eq!(chw(&e, "Cell_0"), [32, 32, 160]);
+    assert_eq!(chw(&e, "Reduction_Cell_0"), [16, 16, 192]);
+}
