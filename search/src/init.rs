@@ -4,6 +4,7 @@
 //! identically in `scripts/reference/synthetic.py`, so that the reference implementations and
 //! this crate build bit-identical networks without exchanging weight files.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
@@ -71,12 +72,21 @@ pub fn synthetic_input(n: usize, size: usize) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (n, 3, size, size), &Device::Cpu)?)
 }
 
-/// A weight source producing [`synthetic`] values for whatever the network asks for.
+/// A weight source producing [`synthetic`] values for whatever the network asks for, except
+/// the tensors given in `overrides` (e.g. calibrated batch-norm statistics).
 #[derive(Debug, Default)]
-pub struct SyntheticWeights;
+pub struct SyntheticWeights {
+    pub overrides: HashMap<String, Tensor>,
+}
 
 impl SimpleBackend for SyntheticWeights {
     fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.overrides.get(name) {
+            if t.shape() != &s {
+                candle_core::bail!("override {name} has shape {:?}, expected {s:?}", t.shape());
+            }
+            return t.to_dtype(dtype)?.to_device(dev);
+        }
         Tensor::from_vec(synthetic(name, s.dims()), s, dev)?.to_dtype(dtype)
     }
     fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
@@ -144,6 +154,30 @@ pub fn count_parameters(config: &NetworkConfig) -> Result<usize> {
 
 /// A network with synthetic weights.
 pub fn synthetic_network(config: &NetworkConfig) -> Result<NasNet> {
-    let backend: Box<dyn SimpleBackend> = Box::new(SyntheticWeights);
+    synthetic_network_with(config, HashMap::new())
+}
+
+/// A network with synthetic weights, except `overrides`.
+pub fn synthetic_network_with(
+    config: &NetworkConfig,
+    overrides: HashMap<String, Tensor>,
+) -> Result<NasNet> {
+    let backend: Box<dyn SimpleBackend> = Box::new(SyntheticWeights { overrides });
     NasNet::new(config, VarBuilder::from_backend(backend, DType::F32, Device::Cpu))
+}
+
+/// Every tensor of a network with synthetic weights (except `overrides`), by canonical name.
+pub fn synthetic_state_dict(
+    config: &NetworkConfig,
+    overrides: &HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, shape) in parameter_shapes(config)? {
+        let t = match overrides.get(&name) {
+            Some(t) => t.clone(),
+            None => Tensor::from_vec(synthetic(&name, &shape), shape, &Device::Cpu)?,
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
 }
