@@ -4,14 +4,22 @@
 use std::collections::BTreeMap;
 
 use nasnet::search::graph::CandleGraph;
-use nasnet::search::init::{count_parameters, parameter_shapes, synthetic_input, synthetic_network};
+use nasnet::search::init::{
+    count_parameters, parameter_shapes, synthetic_input, synthetic_network,
+};
 use nasnet::{NetworkConfig, Preset};
 
 #[test]
 fn parameter_counts_match_the_published_models() {
     // ../reference figures: timm / Keras / ONNX zoo agree on these.
-    assert_eq!(count_parameters(&Preset::Large.config()).unwrap(), 88_753_150);
-    assert_eq!(count_parameters(&Preset::Mobile.config()).unwrap(), 5_289_978);
+    assert_eq!(
+        count_parameters(&Preset::Large.config()).unwrap(),
+        88_753_150
+    );
+    assert_eq!(
+        count_parameters(&Preset::Mobile.config()).unwrap(),
+        5_289_978
+    );
     // Large with TF's 1001-class head.
     let mut c = Preset::Large.config();
     c.num_classes = 1001;

@@ -26,8 +26,16 @@ fn mobile_matches_pretrainedmodels() {
     let r = reference("mobile.safetensors");
     let net = synthetic_network_with(&Preset::Mobile.config(), r.stats.clone()).unwrap();
     let out = net.forward(&synthetic_input(2, 224).unwrap()).unwrap();
-    assert_conforms("mobile logits", &out.logits, &r.expected["expected.tf.logits"]);
-    assert_conforms("mobile features", &out.features, &r.expected["expected.tf.features"]);
+    assert_conforms(
+        "mobile logits",
+        &out.logits,
+        &r.expected["expected.tf.logits"],
+    );
+    assert_conforms(
+        "mobile features",
+        &out.features,
+        &r.expected["expected.tf.features"],
+    );
 }
 
 #[test]
@@ -39,13 +47,25 @@ fn large_matches_pretrainedmodels_and_timm() {
         let net = synthetic_network_with(&c, r.stats.clone()).unwrap();
         let out = net.forward(&synthetic_input(2, 331).unwrap()).unwrap();
         let key = format!("expected.{name}.logits");
-        assert_conforms(&format!("large {name} logits"), &out.logits, &r.expected[&key]);
+        assert_conforms(
+            &format!("large {name} logits"),
+            &out.logits,
+            &r.expected[&key],
+        );
         let key = format!("expected.{name}.features");
-        assert_conforms(&format!("large {name} features"), &out.features, &r.expected[&key]);
+        assert_conforms(
+            &format!("large {name} features"),
+            &out.features,
+            &r.expected[&key],
+        );
         // The other rule's reference is clearly different.
         let other = if name == "tf" { "timm" } else { "tf" };
         let key = format!("expected.{other}.logits");
-        assert_differs(&format!("large {name} vs {other}"), &out.logits, &r.expected[&key]);
+        assert_differs(
+            &format!("large {name} vs {other}"),
+            &out.logits,
+            &r.expected[&key],
+        );
     }
 }
 
@@ -55,7 +75,11 @@ fn wrong_wiring_is_detected() {
     let mut c = Preset::Mobile.config();
     c.skip_reduction_layer_input = true;
     // Same parameters, different wiring after each reduction.
-    assert_differs("mobile with Large's skip wiring", &logits(&c, &r.stats), &r.expected["expected.tf.logits"]);
+    assert_differs(
+        "mobile with Large's skip wiring",
+        &logits(&c, &r.stats),
+        &r.expected["expected.tf.logits"],
+    );
 }
 
 #[test]
@@ -73,7 +97,11 @@ fn wrong_key_mapping_is_detected() {
             stats.insert(b, ta);
         }
     }
-    assert_differs("mobile with swapped statistics", &logits(&c, &stats), &r.expected["expected.tf.logits"]);
+    assert_differs(
+        "mobile with swapped statistics",
+        &logits(&c, &stats),
+        &r.expected["expected.tf.logits"],
+    );
 }
 
 /// PyTorch-style padding: the odd pixel of an even-size stride-2 window at the start instead
@@ -90,7 +118,12 @@ impl Graph for PadAtStart {
     fn chw(&self, x: &Tensor) -> nasnet::search::Result<[usize; 3]> {
         self.0.chw(x)
     }
-    fn conv2d(&mut self, x: &Tensor, w: &Tensor, mut spec: ConvSpec) -> nasnet::search::Result<Tensor> {
+    fn conv2d(
+        &mut self,
+        x: &Tensor,
+        w: &Tensor,
+        mut spec: ConvSpec,
+    ) -> nasnet::search::Result<Tensor> {
         let (_, _, kh, _) = w.dims4()?;
         if kh > 1 {
             spec.pads = flip(spec.pads);
@@ -136,6 +169,12 @@ fn wrong_padding_side_is_detected() {
     let c = Preset::Mobile.config();
     let net = synthetic_network_with(&c, r.stats.clone()).unwrap();
     let x = synthetic_input(2, 224).unwrap();
-    let out = net.forward_graph(&mut PadAtStart(CandleGraph::eval()), &x).unwrap();
-    assert_differs("mobile with padding at the start", &out.logits, &r.expected["expected.tf.logits"]);
+    let out = net
+        .forward_graph(&mut PadAtStart(CandleGraph::eval()), &x)
+        .unwrap();
+    assert_differs(
+        "mobile with padding at the start",
+        &out.logits,
+        &r.expected["expected.tf.logits"],
+    );
 }

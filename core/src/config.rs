@@ -119,7 +119,9 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("{cell} has {filters} filters: a factorized reduction needs an even count")]
     OddReduction { cell: String, filters: usize },
-    #[error("image size {size} is too small for this network (the stem and two reductions need at least {min} px)")]
+    #[error(
+        "image size {size} is too small for this network (the stem and two reductions need at least {min} px)"
+    )]
     ImageTooSmall { size: usize, min: usize },
     #[error("{name} = {value} is out of range {range}")]
     OutOfRange {
@@ -275,7 +277,10 @@ mod tests {
         assert_eq!(c.validate(), Err(ConfigError::Zero("filters")));
         let mut c = NetworkConfig::nasnet_a_mobile();
         c.image_size = 16;
-        assert!(matches!(c.validate(), Err(ConfigError::ImageTooSmall { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ImageTooSmall { .. })
+        ));
         let mut c = NetworkConfig::nasnet_a_mobile();
         c.dropout = 1.0;
         assert!(matches!(c.validate(), Err(ConfigError::OutOfRange { .. })));

@@ -89,17 +89,12 @@ pub struct ModelMeta {
 /// A `model.json` that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a valid model.json: {source}")]
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error("{path}: not a valid model.json: {error}")]
     Parse {
         path: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
@@ -114,13 +109,13 @@ impl ModelMeta {
             path.to_path_buf()
         };
         let display = file.display().to_string();
-        let text = std::fs::read_to_string(&file).map_err(|source| MetaError::Io {
+        let text = std::fs::read_to_string(&file).map_err(|error| MetaError::Io {
             path: display.clone(),
-            source,
+            error,
         })?;
-        let meta: ModelMeta = serde_json::from_str(&text).map_err(|source| MetaError::Parse {
+        let meta: ModelMeta = serde_json::from_str(&text).map_err(|error| MetaError::Parse {
             path: display.clone(),
-            source,
+            error,
         })?;
         meta.check().map_err(|problem| MetaError::Invalid {
             path: display,
@@ -151,7 +146,7 @@ impl ModelMeta {
                 self.preprocessing.resize, self.preprocessing.crop
             ));
         }
-        if self.preprocessing.std.iter().any(|&s| s == 0.0) {
+        if self.preprocessing.std.contains(&0.0) {
             return Err("preprocessing std has a zero".into());
         }
         Ok(())

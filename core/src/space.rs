@@ -153,7 +153,9 @@ pub struct Genotype {
 pub enum GenotypeError {
     #[error("{cell} cell has no blocks")]
     Empty { cell: &'static str },
-    #[error("{cell} cell, block {block}: input {input} refers to a state that does not exist yet (valid: 0..={max})")]
+    #[error(
+        "{cell} cell, block {block}: input {input} refers to a state that does not exist yet (valid: 0..={max})"
+    )]
     BadInput {
         cell: &'static str,
         block: usize,
@@ -337,7 +339,10 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        for g in [Genotype::nasnet_a(), Genotype::nasnet_a().with_strict_concat()] {
+        for g in [
+            Genotype::nasnet_a(),
+            Genotype::nasnet_a().with_strict_concat(),
+        ] {
             let back = Genotype::from_json(&g.to_json()).unwrap();
             assert_eq!(back, g);
         }

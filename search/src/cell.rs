@@ -97,11 +97,21 @@ impl Cell {
             for (side, label) in ["left", "right"].into_iter().enumerate() {
                 let idx = block.inputs[side];
                 let [c, sh, sw] = *states.get(idx).ok_or_else(|| {
-                    Error::Build(format!("{name}: block {b} reads state {idx} before it exists"))
+                    Error::Build(format!(
+                        "{name}: block {b} reads state {idx} before it exists"
+                    ))
                 })?;
                 let s = if idx < 2 { stride } else { 1 };
                 let vb = vb.pp(format!("comb_iter_{b}_{label}"));
-                branches.push(Branch::new(&vb, block.ops[side], c, f, s, spec.pooling, eps)?);
+                branches.push(Branch::new(
+                    &vb,
+                    block.ops[side],
+                    c,
+                    f,
+                    s,
+                    spec.pooling,
+                    eps,
+                )?);
                 shapes[side] = [f, sh.div_ceil(s), sw.div_ceil(s)];
             }
             if shapes[0] != shapes[1] {
@@ -135,7 +145,9 @@ impl Cell {
             let vb = vb.pp(format!("reduction_{idx}"));
             let fix = if (sh, sw) != (final_h, final_w) {
                 check_even(&name, final_c)?;
-                Some(StateFix::Reduce(FactorizedReduction::new(&vb, c, final_c, eps)?))
+                Some(StateFix::Reduce(FactorizedReduction::new(
+                    &vb, c, final_c, eps,
+                )?))
             } else if c != final_c {
                 let conv = crate::layers::Conv2d::pointwise(&vb.pp("conv"), c, final_c, 1)?;
                 Some(StateFix::Project(ConvBn::new(&vb, false, conv, eps)?))
@@ -176,7 +188,10 @@ impl Cell {
         let mut states = vec![h, p];
         for block in &self.blocks {
             let mut out = vec![];
-            for (branch, idx) in [(&block.left, block.inputs[0]), (&block.right, block.inputs[1])] {
+            for (branch, idx) in [
+                (&block.left, block.inputs[0]),
+                (&block.right, block.inputs[1]),
+            ] {
                 let y = branch.forward(g, &states[idx])?;
                 let y = if branch.drops_path() {
                     g.drop_path(&y, self.drop_path_keep)?
@@ -205,7 +220,7 @@ impl Cell {
 }
 
 fn check_even(name: &str, filters: usize) -> Result<()> {
-    if filters % 2 != 0 {
+    if !filters.is_multiple_of(2) {
         return Err(Error::Config(nasnet_core::ConfigError::OddReduction {
             cell: name.to_owned(),
             filters,

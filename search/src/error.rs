@@ -9,6 +9,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot build the network: {0}")]
     Build(String),
+    #[error("{0}")]
+    Model(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,9 +6,9 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::Result;
 use crate::kernels::{self, Depthwise, Pads, Pool};
 use crate::layers::BatchNorm;
-use crate::Result;
 
 /// A convolution's geometry; the weight is `[out, in / groups, kh, kw]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +127,7 @@ impl Graph for CandleGraph {
             return Ok(y.broadcast_add(&bn.bias.reshape((1, c, 1, 1))?)?);
         }
         let (scale, shift) = bn.scale_shift()?;
-        Ok(x
-            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+        Ok(x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
             .broadcast_add(&shift.reshape((1, c, 1, 1))?)?)
     }
 

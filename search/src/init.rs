@@ -12,8 +12,8 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use nasnet_core::NetworkConfig;
 
-use crate::model::NasNet;
 use crate::Result;
+use crate::model::NasNet;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -80,7 +80,14 @@ pub struct SyntheticWeights {
 }
 
 impl SimpleBackend for SyntheticWeights {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Some(t) = self.overrides.get(name) {
             if t.shape() != &s {
                 candle_core::bail!("override {name} has shape {:?}, expected {s:?}", t.shape());
@@ -102,7 +109,14 @@ impl SimpleBackend for SyntheticWeights {
 struct Recorder(Mutex<Vec<(String, Vec<usize>)>>);
 
 impl SimpleBackend for Recorder {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
         if let Ok(mut v) = self.0.lock() {
             v.push((name.to_owned(), s.dims().to_vec()));
         }
@@ -121,7 +135,14 @@ pub fn parameter_shapes(config: &NetworkConfig) -> Result<Vec<(String, Vec<usize
     let rec = std::sync::Arc::new(Recorder::default());
     struct Shared(std::sync::Arc<Recorder>);
     impl SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        fn get(
+            &self,
+            s: Shape,
+            n: &str,
+            h: Init,
+            d: DType,
+            dev: &Device,
+        ) -> candle_core::Result<Tensor> {
             self.0.get(s, n, h, d, dev)
         }
         fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -163,7 +184,10 @@ pub fn synthetic_network_with(
     overrides: HashMap<String, Tensor>,
 ) -> Result<NasNet> {
     let backend: Box<dyn SimpleBackend> = Box::new(SyntheticWeights { overrides });
-    NasNet::new(config, VarBuilder::from_backend(backend, DType::F32, Device::Cpu))
+    NasNet::new(
+        config,
+        VarBuilder::from_backend(backend, DType::F32, Device::Cpu),
+    )
 }
 
 /// Every tensor of a network with synthetic weights (except `overrides`), by canonical name.

@@ -19,7 +19,9 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
         .ok_or_else(|| candle_core::Error::Msg(format!("{what}: input must be contiguous")))?;
     match s {
         CpuStorage::F32(v) => Ok(&v[start..end]),
-        _ => Err(candle_core::Error::Msg(format!("{what}: only f32 is supported"))),
+        _ => Err(candle_core::Error::Msg(format!(
+            "{what}: only f32 is supported"
+        ))),
     }
 }
 
@@ -216,6 +218,11 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::R
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
     }
+    depthwise_generic(x, w, op)
+}
+
+/// Depthwise convolution with candle primitives (any device).
+fn depthwise_generic(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::Result<Tensor> {
     let c = x.dim(1)?;
     pad2d(x, op.pads, 0.0)?.conv2d(w, 0, op.stride, op.dilation, c)
 }
@@ -225,6 +232,11 @@ pub fn pool2d(x: &Tensor, op: Pool) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op1_no_bwd(&op);
     }
+    pool_generic(x, op)
+}
+
+/// Pooling with candle primitives (any device).
+fn pool_generic(x: &Tensor, op: Pool) -> candle_core::Result<Tensor> {
     let k = (op.kernel, op.kernel);
     let s = (op.stride, op.stride);
     match op.kind {
@@ -286,7 +298,7 @@ mod tests {
                 pads,
             };
             let fast = x.apply_op2_no_bwd(&w, &op).unwrap();
-            let slow = pad2d(&x, pads, 0.0).unwrap().conv2d(&w, 0, s, d, 3).unwrap();
+            let slow = depthwise_generic(&x, &w, op).unwrap();
             assert!(max_diff(&fast, &slow) < 1e-5, "h={h} k={k} s={s} d={d}");
         }
     }
@@ -295,7 +307,11 @@ mod tests {
     fn pools_match_the_fallback() {
         for kind in [PoolKind::Max, PoolKind::Avg] {
             for count_include_pad in [false, true] {
-                for (h, k, s, pads) in [(9, 3, 1, [1, 1, 1, 1]), (10, 3, 2, [0, 0, 1, 1]), (11, 5, 2, [2, 2, 2, 2])] {
+                for (h, k, s, pads) in [
+                    (9, 3, 1, [1, 1, 1, 1]),
+                    (10, 3, 2, [0, 0, 1, 1]),
+                    (11, 5, 2, [2, 2, 2, 2]),
+                ] {
                     let x = ramp((2, 3, h, h), 3);
                     let op = Pool {
                         kind,
@@ -305,24 +321,11 @@ mod tests {
                         count_include_pad,
                     };
                     let fast = x.apply_op1_no_bwd(&op).unwrap();
-                    let k2 = (k, k);
-                    let slow = match kind {
-                        PoolKind::Max => pad2d(&x, pads, f32::NEG_INFINITY)
-                            .unwrap()
-                            .max_pool2d_with_stride(k2, s)
-                            .unwrap(),
-                        PoolKind::Avg => {
-                            let sum = pad2d(&x, pads, 0.0).unwrap().avg_pool2d_with_stride(k2, s).unwrap();
-                            if count_include_pad {
-                                sum
-                            } else {
-                                let ones = Tensor::ones((1, 1, h, h), DType::F32, &Device::Cpu).unwrap();
-                                let frac = pad2d(&ones, pads, 0.0).unwrap().avg_pool2d_with_stride(k2, s).unwrap();
-                                sum.broadcast_div(&frac).unwrap()
-                            }
-                        }
-                    };
-                    assert!(max_diff(&fast, &slow) < 1e-6, "{kind:?} {count_include_pad} h={h}");
+                    let slow = pool_generic(&x, op).unwrap();
+                    assert!(
+                        max_diff(&fast, &slow) < 1e-6,
+                        "{kind:?} {count_include_pad} h={h}"
+                    );
                 }
             }
         }
@@ -340,7 +343,10 @@ mod tests {
         };
         let tf = x.apply_op1_no_bwd(&op(false)).unwrap();
         let timm = x.apply_op1_no_bwd(&op(true)).unwrap();
-        assert_eq!(tf.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 4]);
+        assert_eq!(
+            tf.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![1.0; 4]
+        );
         let t = timm.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(t[0], 1.0);
         assert!((t[3] - 4.0 / 9.0).abs() < 1e-6);

@@ -6,9 +6,9 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use nasnet_core::{Op, PoolingRule};
 
+use crate::Result;
 use crate::graph::{ConvSpec, Graph};
 use crate::kernels::{Pads, Pool, PoolKind};
-use crate::Result;
 
 /// TF "SAME" padding for one dimension: output `ceil(n / stride)`, the odd pixel at the end.
 pub fn same_pad(n: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, usize) {
@@ -167,7 +167,13 @@ pub struct SeparableConv {
 }
 
 impl SeparableConv {
-    pub fn new(vb: &VarBuilder, in_c: usize, out_c: usize, k: usize, stride: usize) -> Result<Self> {
+    pub fn new(
+        vb: &VarBuilder,
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+    ) -> Result<Self> {
         Ok(Self {
             depthwise_conv2d: Conv2d::new(
                 &vb.pp("depthwise_conv2d"),
@@ -317,7 +323,16 @@ impl Branch {
         eps: f64,
     ) -> Result<Self> {
         let conv = |vb: &VarBuilder, k: [usize; 2], stride, dilation, in_c| -> Result<ConvBn> {
-            let c = Conv2d::new(&vb.pp("conv"), in_c, out_c, k, stride, dilation, 1, Padding::Same)?;
+            let c = Conv2d::new(
+                &vb.pp("conv"),
+                in_c,
+                out_c,
+                k,
+                stride,
+                dilation,
+                1,
+                Padding::Same,
+            )?;
             ConvBn::new(vb, true, c, eps)
         };
         let pool = |kind, kernel| -> Result<Branch> {

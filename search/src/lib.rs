@@ -14,9 +14,9 @@ pub mod layers;
 pub mod model;
 
 pub use error::{Error, Result};
-pub use model::{NasNet, Output};
-pub use nasnet_core::{config, space};
+pub use model::{NasNet, Output, load_model_dir};
 pub use nasnet_core::{Genotype, NetworkConfig, PoolingRule, Preset, Stem};
+pub use nasnet_core::{config, space};
 
 /// The device networks run on: the first CUDA device when built with the `cuda` feature and
 /// one is present, else the CPU.

@@ -112,11 +112,29 @@ impl NasNet {
         let stem_c = config.stem_filters();
         let (conv0, stem_hw) = match config.stem {
             Stem::Imagenet => {
-                let conv = Conv2d::new(&vb.pp("conv0").pp("conv"), 3, stem_c, [3, 3], 2, 1, 1, Padding::Valid)?;
+                let conv = Conv2d::new(
+                    &vb.pp("conv0").pp("conv"),
+                    3,
+                    stem_c,
+                    [3, 3],
+                    2,
+                    1,
+                    1,
+                    Padding::Valid,
+                )?;
                 ((conv, eps), (size - 3) / 2 + 1)
             }
             Stem::Cifar => {
-                let conv = Conv2d::new(&vb.pp("conv0").pp("conv"), 3, stem_c, [3, 3], 1, 1, 1, Padding::Same)?;
+                let conv = Conv2d::new(
+                    &vb.pp("conv0").pp("conv"),
+                    3,
+                    stem_c,
+                    [3, 3],
+                    1,
+                    1,
+                    1,
+                    Padding::Same,
+                )?;
                 ((conv, eps), size)
             }
         };
@@ -175,7 +193,15 @@ impl NasNet {
             let mut scaling = 1.0 / (rate * rate);
             for k in 0..2 {
                 let prev = history[history.len() - 2];
-                push(format!("cell_stem_{k}"), true, scaling, prev, None, &mut history, &mut cell_num)?;
+                push(
+                    format!("cell_stem_{k}"),
+                    true,
+                    scaling,
+                    prev,
+                    None,
+                    &mut history,
+                    &mut cell_num,
+                )?;
                 scaling *= rate;
             }
         }
@@ -190,20 +216,42 @@ impl NasNet {
                 scaling *= rate;
                 let p = history[history.len() - 2];
                 let endpoint = Some(format!("Reduction_Cell_{k}"));
-                push(format!("reduction_cell_{k}"), true, scaling, p, endpoint, &mut history, &mut cell_num)?;
+                push(
+                    format!("reduction_cell_{k}"),
+                    true,
+                    scaling,
+                    p,
+                    endpoint,
+                    &mut history,
+                    &mut cell_num,
+                )?;
                 if !config.skip_reduction_layer_input {
                     prev = history[history.len() - 2];
                 }
             }
             let endpoint = Some(format!("Cell_{i}"));
-            push(format!("cell_{i}"), false, scaling, prev, endpoint, &mut history, &mut cell_num)?;
+            push(
+                format!("cell_{i}"),
+                false,
+                scaling,
+                prev,
+                endpoint,
+                &mut history,
+                &mut cell_num,
+            )?;
             if i + 1 == reductions[1] {
                 aux_input = history.last().copied().flatten();
             }
         }
         let last = *shapes.last().expect("at least one cell");
         let aux_head = match (config.aux_head, aux_input) {
-            (true, Some(s)) => Some(AuxHead::new(&vb.pp("aux_head"), s, shapes[s], config.num_classes, eps)?),
+            (true, Some(s)) => Some(AuxHead::new(
+                &vb.pp("aux_head"),
+                s,
+                shapes[s],
+                config.num_classes,
+                eps,
+            )?),
             _ => None,
         };
         let last_linear = Linear::new(&vb.pp("last_linear"), last[0], config.num_classes)?;
@@ -238,10 +286,12 @@ impl NasNet {
                 g.endpoint(e, &y);
             }
             states.push(y);
-            if let Some(aux) = &self.aux_head {
-                if aux.after == states.len() - 1 {
-                    aux_logits = Some(aux.forward(g, &states[aux.after])?);
-                }
+            if let Some(aux) = self
+                .aux_head
+                .as_ref()
+                .filter(|a| a.after == states.len() - 1)
+            {
+                aux_logits = Some(aux.forward(g, &states[aux.after])?);
             }
         }
         let last = states.last().expect("at least one state");
@@ -260,4 +310,24 @@ impl NasNet {
     pub fn forward(&self, x: &Tensor) -> Result<Output<Tensor>> {
         self.forward_graph(&mut CandleGraph::eval(), x)
     }
+}
+
+/// Loads a model directory (`model.json` + `model.safetensors`) onto `device`.
+pub fn load_model_dir(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> Result<(nasnet_core::ModelMeta, NasNet)> {
+    use nasnet_core::meta::{ModelMeta, WEIGHTS_FILE};
+    let meta = ModelMeta::load(dir).map_err(|e| Error::Model(e.to_string()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&weights, device)
+        .map_err(|e| Error::Model(format!("{}: cannot read weights: {e}", weights.display())))?;
+    let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+    let net = NasNet::new(&meta.architecture, vb).map_err(|e| {
+        Error::Model(format!(
+            "{}: does not fit model.json: {e}",
+            weights.display()
+        ))
+    })?;
+    Ok((meta, net))
 }

@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use crate::{Error, Result};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
+    move |error| Error::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -107,12 +107,18 @@ mod tests {
     fn existing_dir_needs_force() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("model");
-        write_dir_atomically(&out, false, |t| Ok(std::fs::write(t.join("a"), b"1").unwrap())).unwrap();
+        write_dir_atomically(&out, false, |t| {
+            std::fs::write(t.join("a"), b"1").map_err(io(t))
+        })
+        .unwrap();
         assert!(matches!(
             write_dir_atomically(&out, false, |_| Ok(())),
             Err(Error::Exists { .. })
         ));
-        write_dir_atomically(&out, true, |t| Ok(std::fs::write(t.join("b"), b"2").unwrap())).unwrap();
+        write_dir_atomically(&out, true, |t| {
+            std::fs::write(t.join("b"), b"2").map_err(io(t))
+        })
+        .unwrap();
         assert!(out.join("b").exists() && !out.join("a").exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }

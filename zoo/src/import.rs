@@ -59,7 +59,10 @@ pub enum Container {
 /// What `nasnet import` does.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    pub preset: Preset,
+    /// The model's name in `model.json` (a preset name for the published models).
+    pub name: String,
+    /// The architecture; its pooling rule is replaced by the source's (or `pooling`).
+    pub config: NetworkConfig,
     /// `None`: decide from the file (see [`detect_format`]).
     pub from: Option<SourceFormat>,
     /// Overrides the pooling rule the source implies.
@@ -85,12 +88,13 @@ fn invalid(path: &Path, problem: impl Into<String>) -> Error {
 
 /// Reads every tensor of a safetensors or PyTorch file, as stored.
 pub fn read_weights(path: &Path) -> Result<(Vec<(String, Tensor)>, Container)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     if pth::is_zip(&bytes) {
-        let t = pth::read_zip(&bytes).map_err(|e| invalid(path, format!("PyTorch checkpoint: {e}")))?;
+        let t =
+            pth::read_zip(&bytes).map_err(|e| invalid(path, format!("PyTorch checkpoint: {e}")))?;
         return Ok((t, Container::PthZip));
     }
     if pth::is_legacy(&bytes) {
@@ -133,12 +137,13 @@ fn cell_index(key: &str) -> Option<(usize, &str)> {
     Some((tail[..end].parse().ok()?, &tail[end..]))
 }
 
-/// Decides timm or Cadene from the file: timm publishes Large as safetensors; Cadene's files
-/// (and every Mobile file) are PyTorch checkpoints with the TF pooling rule.
-pub fn detect_format(preset: Preset, container: Container) -> SourceFormat {
-    match (preset, container) {
-        (Preset::Large, Container::Safetensors) => SourceFormat::Timm,
-        _ => SourceFormat::Cadene,
+/// Decides timm or Cadene from the file: timm publishes only Large, as safetensors; Cadene's
+/// files (and every Mobile file) are PyTorch checkpoints with the TF pooling rule.
+pub fn detect_format(name: &str, container: Container) -> SourceFormat {
+    if name == Preset::Large.name() && container == Container::Safetensors {
+        SourceFormat::Timm
+    } else {
+        SourceFormat::Cadene
     }
 }
 
@@ -158,9 +163,15 @@ pub fn canonicalize(
         .collect();
 
     let n = config.cells;
-    let present: BTreeSet<usize> = map.keys().filter_map(|k| cell_index(k)).map(|(i, _)| i).collect();
+    let present: BTreeSet<usize> = map
+        .keys()
+        .filter_map(|k| cell_index(k))
+        .map(|(i, _)| i)
+        .collect();
     let canonical: BTreeSet<usize> = (0..3 * n).collect();
-    let gapped: BTreeSet<usize> = (0..3).flat_map(|s| (0..n).map(move |j| s * 6 + j)).collect();
+    let gapped: BTreeSet<usize> = (0..3)
+        .flat_map(|s| (0..n).map(move |j| s * 6 + j))
+        .collect();
     if present != canonical && present == gapped {
         map = map
             .into_iter()
@@ -177,12 +188,12 @@ pub fn canonicalize(
     }
     let classes = config.num_classes;
     for key in ["last_linear.weight", "last_linear.bias"] {
-        if let Some(t) = map.get(key) {
-            if t.dim(0)? == classes + 1 {
-                // TF-origin heads have a background class at index 0.
-                let trimmed = t.narrow(0, 1, classes)?;
-                map.insert(key.to_owned(), trimmed);
-            }
+        if let Some(t) = map.get(key)
+            && t.dim(0)? == classes + 1
+        {
+            // TF-origin heads have a background class at index 0.
+            let trimmed = t.narrow(0, 1, classes)?;
+            map.insert(key.to_owned(), trimmed);
         }
     }
     let mut out = HashMap::with_capacity(expected.len());
@@ -221,8 +232,8 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     let (tensors, container) = read_weights(weights)?;
     let format = opts
         .from
-        .unwrap_or_else(|| detect_format(opts.preset, container));
-    let mut config = opts.preset.config();
+        .unwrap_or_else(|| detect_format(&opts.name, container));
+    let mut config = opts.config.clone();
     config.pooling = opts.pooling.unwrap_or(format.pooling());
     let tensors = canonicalize(weights, tensors, &config)?;
     let source = FileDigest {
@@ -234,7 +245,7 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     };
     let mut meta = ModelMeta {
         format_version: meta::FORMAT_VERSION,
-        name: opts.preset.name().to_owned(),
+        name: opts.name.clone(),
         preprocessing: format.preprocessing(config.image_size),
         labels: meta::default_labels(config.num_classes),
         architecture: config,
@@ -268,10 +279,31 @@ pub fn write_model_dir(
         candle_core::safetensors::save(tensors, &weights)?;
         meta.weights.sha256 = sha256_file(&weights)?;
         let json = tmp.join(meta::META_FILE);
-        std::fs::write(&json, meta.to_json()).map_err(|source| Error::Io {
+        std::fs::write(&json, meta.to_json()).map_err(|error| Error::Io {
             path: json.display().to_string(),
-            source,
+            error,
         })?;
         Ok(())
     })
+}
+
+/// Writes a model directory for `preset` with [`nasnet_search::init::synthetic`] weights and
+/// the Cadene evaluation transform.
+pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelMeta> {
+    let config = preset.config();
+    let tensors = nasnet_search::init::synthetic_state_dict(&config, &HashMap::new())?;
+    let mut meta = ModelMeta {
+        format_version: meta::FORMAT_VERSION,
+        name: format!("{} (synthetic weights)", preset.name()),
+        preprocessing: Preprocessing::cadene(config.image_size),
+        labels: meta::default_labels(config.num_classes),
+        architecture: config,
+        provenance: None,
+        weights: FileDigest {
+            file: meta::WEIGHTS_FILE.to_owned(),
+            sha256: String::new(),
+        },
+    };
+    write_model_dir(out, &tensors, &mut meta, force)?;
+    Ok(meta)
 }

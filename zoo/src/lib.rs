@@ -9,12 +9,8 @@ pub mod pth;
 /// Errors of the zoo; every variant names the file concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
     #[error("{path}: already exists (pass --force to replace it)")]

@@ -127,10 +127,10 @@ fn tensor_ref(o: Object) -> Result<Option<TensorRef>, PthError> {
             };
             let mut offset = offset;
             // Legacy views: (view_key, view_offset, view_size) into the root storage.
-            if let Some(Object::Tuple(view)) = id.nth(2) {
-                if let Some(o) = view.into_iter().nth(1) {
-                    offset += int(o)?;
-                }
+            if let Some(Object::Tuple(view)) = id.nth(2)
+                && let Some(o) = view.into_iter().nth(1)
+            {
+                offset += int(o)?;
             }
             Ok(Some(TensorRef {
                 storage_key,
@@ -161,10 +161,10 @@ fn state_dict(obj: Object) -> Result<Vec<(String, TensorRef)>, PthError> {
             out.push((k, t));
         }
     }
-    if out.is_empty() {
-        if let Some(n) = nested {
-            return state_dict(n);
-        }
+    if out.is_empty()
+        && let Some(n) = nested
+    {
+        return state_dict(n);
     }
     Ok(out)
 }
@@ -197,7 +197,12 @@ fn build(t: &TensorRef, data: &[u8]) -> Result<Tensor, PthError> {
     let mut bytes = Vec::with_capacity(numel * elem);
     let mut index = vec![0usize; t.size.len()];
     for _ in 0..numel {
-        let pos = t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+        let pos = t.offset
+            + index
+                .iter()
+                .zip(&t.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         let b = data
             .get(pos * elem..(pos + 1) * elem)
             .ok_or_else(|| PthError("tensor data is truncated".into()))?;

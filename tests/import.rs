@@ -1,0 +1,123 @@
+//! The importers on real PyTorch checkpoints written by `torch.save` (legacy and zip formats),
+//! in the upstream class layouts (Cadene's pretrainedmodels), at reduced width.
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::{assert_conforms, fixture, reference};
+use nasnet::search::init::synthetic_input;
+use nasnet::zoo::import::{Container, ImportOptions, SourceFormat, import, read_weights};
+use nasnet::{NetworkConfig, PoolingRule, Preset};
+
+fn values(t: &candle_core::Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn both_pth_formats_read_the_same_tensors() {
+    for (file, container) in [
+        ("tiny_legacy.pth", Container::PthLegacy),
+        ("tiny_zip.pth", Container::PthZip),
+    ] {
+        let (tensors, c) = read_weights(&fixture(file)).unwrap();
+        assert_eq!(c, container);
+        let get = |k: &str| tensors.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        let w = get("a.weight");
+        assert_eq!(w.dims(), &[3, 4]);
+        assert_eq!(values(&w), (0..12).map(f64::from).collect::<Vec<_>>());
+        let t = get("a.transposed");
+        assert_eq!(t.dims(), &[4, 3]);
+        assert_eq!(
+            values(&t)[..4],
+            [0.0, 4.0, 8.0, 1.0],
+            "{file}: a strided view"
+        );
+        let d = get("a.double");
+        assert_eq!(d.dtype(), DType::F64);
+        assert_eq!(values(&d), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+        assert_eq!(values(&get("a.half")), vec![0.5, -2.0]);
+        let n = get("a.num_batches_tracked");
+        assert_eq!((n.dtype(), n.dims().len()), (DType::I64, 0));
+        assert_eq!(n.to_scalar::<i64>().unwrap(), 7);
+    }
+}
+
+fn small(preset: Preset, filters: usize, stem_multiplier: f64, classes: usize) -> NetworkConfig {
+    let mut c = preset.config();
+    c.filters = filters;
+    c.stem_multiplier = stem_multiplier;
+    c.num_classes = classes;
+    c
+}
+
+fn import_and_run(file: &str, name: &str, config: NetworkConfig, expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(name);
+    let opts = ImportOptions {
+        name: name.into(),
+        config: config.clone(),
+        from: Some(SourceFormat::Cadene),
+        pooling: None,
+        force: false,
+    };
+    let imported = import(&fixture(file), &out, &opts).unwrap();
+    assert_eq!(imported.meta.architecture.pooling, PoolingRule::Tf);
+    let (meta, net) = nasnet::search::load_model_dir(&out, &Device::Cpu).unwrap();
+    assert_eq!(meta.labels.len(), config.num_classes);
+    let src = meta.provenance.unwrap().source;
+    assert_eq!(src.file, file);
+    assert_eq!(
+        src.sha256,
+        nasnet::zoo::fsutil::sha256_file(&fixture(file)).unwrap()
+    );
+    assert_eq!(
+        meta.weights.sha256,
+        nasnet::zoo::fsutil::sha256_file(&out.join("model.safetensors")).unwrap()
+    );
+    let x = synthetic_input(2, config.image_size).unwrap();
+    let logits = net.forward(&x).unwrap().logits;
+    let r = reference("small.safetensors");
+    assert_conforms(name, &logits, &r.stats[expected]);
+}
+
+#[test]
+fn cadene_mobile_legacy_checkpoint() {
+    // Gapped cell numbering (cell_6.., cell_12..) and the legacy pickle format.
+    let c = small(Preset::Mobile, 8, 0.25, 10);
+    import_and_run(
+        "mobile_small_legacy.pth",
+        "mobile-small",
+        c,
+        "mobile_small.tf.logits",
+    );
+}
+
+#[test]
+fn cadene_large_zip_checkpoint_with_background_class() {
+    // 11 rows in the file: the background row is dropped.
+    let c = small(Preset::Large, 8, 0.75, 10);
+    import_and_run(
+        "large_small_zip.pth",
+        "large-small",
+        c,
+        "large_small.tf.logits",
+    );
+}
+
+#[test]
+fn truncated_checkpoints_are_rejected_with_the_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["mobile_small_legacy.pth", "large_small_zip.pth"] {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        let cut = dir.path().join(file);
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let e = read_weights(&cut).unwrap_err().to_string();
+        assert!(e.starts_with(&cut.display().to_string()), "{e}");
+        assert!(e.contains("checkpoint"), "{e}");
+    }
+}
