@@ -1,9 +1,9 @@
 //! Candle forward pass of the published configurations at batch 1 (synthetic weights).
 //! Run: `cargo bench --bench forward`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
-use nasnet::search::init::{synthetic_input, synthetic_network};
+use criterion::{Criterion, criterion_group, criterion_main};
 use nasnet::Preset;
+use nasnet::search::init::{synthetic_input, synthetic_network};
 
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("candle_forward_b1");

@@ -10,5 +10,5 @@ pub use nasnet_runtime as runtime;
 pub use nasnet_search as search;
 pub use nasnet_zoo as zoo;
 
-pub use nasnet_core::{Genotype, ModelMeta, NetworkConfig, PoolingRule, Preset};
+pub use nasnet_core::{Genotype, ModelMeta, NetworkConfig, PoolingRule, Preset, Stem};
 pub use nasnet_search::{NasNet, Output};

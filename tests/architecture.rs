@@ -132,3 +132,99 @@ fn strict_concat_changes_the_widths() {
     assert_eq!(chw(&e, "Cell_0"), [32, 32, 160]);
     assert_eq!(chw(&e, "Reduction_Cell_0"), [16, 16, 192]);
 }
+
+fn small_cifar() -> NetworkConfig {
+    let mut c = Preset::Cifar.config();
+    c.cells = 1;
+    c.filters = 8;
+    c
+}
+
+#[test]
+fn any_genotype_builds_and_runs() {
+    use nasnet::core::space::{Block, CellGenotype, Combine, Concat, ConcatRule, Op};
+    // Every operation, both combiners, on inputs and on block outputs.
+    let ops = Op::ALL;
+    let cell = |offset: usize| CellGenotype {
+        blocks: (0..5)
+            .map(|b| Block {
+                inputs: [b % 2, (b + 1).min(b + 1)],
+                ops: [ops[(2 * b + offset) % 13], ops[(2 * b + 1 + offset) % 13]],
+                combine: if b == 2 {
+                    Combine::Concat
+                } else {
+                    Combine::Add
+                },
+            })
+            .collect(),
+        concat: Concat::Rule(ConcatRule::Unused),
+    };
+    let mut c = small_cifar();
+    c.genotype = nasnet::Genotype {
+        normal: cell(0),
+        reduction: cell(3),
+    };
+    c.genotype.validate().unwrap();
+    let json = c.genotype.to_json();
+    assert_eq!(nasnet::Genotype::from_json(&json).unwrap(), c.genotype);
+    let net = synthetic_network(&c).unwrap();
+    let x = synthetic_input(2, 32).unwrap();
+    let out = net.forward(&x).unwrap();
+    assert_eq!(out.logits.dims(), &[2, 10]);
+    let v: Vec<f32> = out.logits.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(v.iter().all(|x| x.is_finite()));
+    // The same ImageNet-style, with the stem cells.
+    let mut m = c.clone();
+    m.stem = nasnet::Stem::Imagenet;
+    m.image_size = 64;
+    m.stem_multiplier = 0.5;
+    m.aux_head = false;
+    let out = synthetic_network(&m)
+        .unwrap()
+        .forward(&synthetic_input(1, 64).unwrap())
+        .unwrap();
+    assert_eq!(out.logits.dims(), &[1, 10]);
+}
+
+#[test]
+fn training_hooks_act_only_in_training() {
+    let mut c = small_cifar();
+    c.drop_path_keep_prob = 0.5;
+    c.dropout = 0.5;
+    let net = synthetic_network(&c).unwrap();
+    let x = synthetic_input(4, 32).unwrap();
+    let run = |train: bool, progress: f64| {
+        let mut g = CandleGraph {
+            train,
+            progress,
+            endpoints: None,
+        };
+        let out = net.forward_graph(&mut g, &x).unwrap();
+        assert_eq!(out.aux_logits.as_ref().unwrap().dims(), &[4, 10]);
+        out.logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    // Inference is deterministic.
+    assert_eq!(run(false, 1.0), run(false, 1.0));
+    // Training mode (batch statistics, drop-path, dropout) changes the output, and is random.
+    let a = run(true, 1.0);
+    let b = run(true, 1.0);
+    assert_ne!(a, run(false, 1.0));
+    assert_ne!(a, b);
+    // No aux head unless configured.
+    let mut c2 = small_cifar();
+    c2.aux_head = false;
+    let out = synthetic_network(&c2).unwrap().forward(&x).unwrap();
+    assert!(out.aux_logits.is_none());
+}
+
+#[test]
+fn odd_reduction_widths_are_reported() {
+    // Mobile's second stem cell has F / 2 filters and a factorized reduction.
+    let mut c = Preset::Mobile.config();
+    c.filters = 22;
+    let Err(e) = synthetic_network(&c) else {
+        panic!("an odd factorized reduction must be rejected")
+    };
+    let e = e.to_string();
+    assert!(e.contains("cell_stem_1") && e.contains("even"), "{e}");
+}

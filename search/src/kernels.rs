@@ -81,6 +81,9 @@ impl CustomOp2 for Depthwise {
                 let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
                 for kx in 0..kw {
                     let (ox_lo, ox_hi) = valid_range(ow, s, kx * d, pl, wd);
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
                     for ky in 0..kh {
                         let wv = wk[ky * kw + kx];
                         let (oy_lo, oy_hi) = valid_range(oh, s, ky * d, pt, h);
@@ -289,6 +292,8 @@ mod tests {
             (11, 7, 2, 1, [3, 3, 3, 3]),
             (8, 3, 1, 2, [2, 2, 2, 2]),
             (7, 3, 2, 1, [0, 0, 0, 0]),
+            (2, 5, 1, 2, [4, 4, 4, 4]),
+            (1, 7, 2, 1, [3, 3, 3, 3]),
         ] {
             let x = ramp((2, 3, h, h + 1), 1);
             let w = ramp((3, 1, k, k), 2);
