@@ -12,6 +12,7 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod onnx;
 
 pub use error::{Error, Result};
 pub use model::{NasNet, Output, load_model_dir};
