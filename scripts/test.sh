@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
-cargo test --release --locked --workspace
+NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace

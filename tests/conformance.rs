@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use common::{assert_conforms, assert_differs, reference};
+use common::{assert_conforms, assert_differs, assert_features_conform, reference};
 use nasnet::search::graph::{CandleGraph, ConvSpec, Graph};
 use nasnet::search::init::{synthetic_input, synthetic_network_with};
 use nasnet::search::kernels::Pool;

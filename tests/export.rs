@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_conforms, reference};
+use common::{assert_conforms, assert_features_conform, reference};
 use nasnet::core::meta::{self, FileDigest, ModelMeta, Preprocessing};
 use nasnet::runtime::{Backend, Model, Options};
 use nasnet::search::init::{synthetic_input, synthetic_network_with};
@@ -24,7 +24,10 @@ fn model_dir(dir: &Path, net: &NasNet) {
         preprocessing: Preprocessing::cadene(c.image_size),
         labels: meta::default_labels(c.num_classes),
         provenance: None,
-        weights: FileDigest { file: meta::WEIGHTS_FILE.into(), sha256: String::new() },
+        weights: FileDigest {
+            file: meta::WEIGHTS_FILE.into(),
+            sha256: String::new(),
+        },
     };
     std::fs::write(dir.join(meta::META_FILE), m.to_json()).unwrap();
 }
@@ -37,9 +40,15 @@ fn ort_available() -> bool {
         return true;
     }
     if std::env::var_os("NASNET_REQUIRE_ORT").is_some() {
-        panic!("NASNET_REQUIRE_ORT is set but {} does not exist", lib.display());
+        panic!(
+            "NASNET_REQUIRE_ORT is set but {} does not exist",
+            lib.display()
+        );
     }
-    eprintln!("SKIPPED (ort part): ONNX Runtime not installed at {}; run scripts/setup.sh", lib.display());
+    eprintln!(
+        "SKIPPED (ort part): ONNX Runtime not installed at {}; run scripts/setup.sh",
+        lib.display()
+    );
     false
 }
 
@@ -56,16 +65,50 @@ fn check_backends(name: &str, config: NetworkConfig, fixture: &str) {
         backends.push(Backend::Ort);
     }
     for backend in backends {
-        let model = Model::open(dir.path(), Options { backend, ..Default::default() }).unwrap();
+        let model = Model::open(
+            dir.path(),
+            Options {
+                backend,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let out = model.run(&input, 2).unwrap();
-        let logits = candle_core::Tensor::from_vec(out.logits.clone(), (2, config.num_classes), &candle_core::Device::Cpu).unwrap();
-        let features = candle_core::Tensor::from_vec(out.features.clone(), (2, net.num_features()), &candle_core::Device::Cpu).unwrap();
-        assert_conforms(&format!("{name} {backend:?} logits vs candle"), &logits, &candle.logits);
-        assert_conforms(&format!("{name} {backend:?} features vs candle"), &features, &candle.features);
+        let logits = candle_core::Tensor::from_vec(
+            out.logits.clone(),
+            (2, config.num_classes),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let features = candle_core::Tensor::from_vec(
+            out.features.clone(),
+            (2, net.num_features()),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert_conforms(
+            &format!("{name} {backend:?} logits vs candle"),
+            &logits,
+            &candle.logits,
+        );
+        assert_features_conform(
+            &format!("{name} {backend:?} features vs candle"),
+            &features,
+            &candle.features,
+        );
         // Batch 1 gives the same first row.
         let one = model.run(&input[..input.len() / 2], 1).unwrap();
-        let first = candle_core::Tensor::from_vec(one.logits, (1, config.num_classes), &candle_core::Device::Cpu).unwrap();
-        assert_conforms(&format!("{name} {backend:?} batch 1"), &first, &candle.logits.narrow(0, 0, 1).unwrap());
+        let first = candle_core::Tensor::from_vec(
+            one.logits,
+            (1, config.num_classes),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert_conforms(
+            &format!("{name} {backend:?} batch 1"),
+            &first,
+            &candle.logits.narrow(0, 0, 1).unwrap(),
+        );
     }
 }
 
@@ -98,7 +141,12 @@ fn exported_graph_structure() {
     assert!(convs > bns, "{ops:?}");
     // Average pools encode the border rule; stride-2 ones follow the configured rule.
     let mut saw_stride2 = false;
-    for n in model.graph.node.iter().filter(|n| n.op_type == "AveragePool") {
+    for n in model
+        .graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "AveragePool")
+    {
         let get = |k: &str| n.attribute.iter().find(|a| a.name == k).unwrap();
         let strides = &get("strides").ints;
         let cip = get("count_include_pad").i;
@@ -120,7 +168,10 @@ fn exported_graph_structure() {
             (get("strides").ints[0], get("count_include_pad").i)
         })
         .collect();
-    assert!(counted.iter().all(|&(s, c)| (s == 2) == (c == 1)), "{counted:?}");
+    assert!(
+        counted.iter().all(|&(s, c)| (s == 2) == (c == 1)),
+        "{counted:?}"
+    );
     // No negative pads anywhere.
     for n in &model.graph.node {
         for a in n.attribute.iter().filter(|a| a.name == "pads") {

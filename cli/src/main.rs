@@ -1,6 +1,6 @@
 //! `nasnet`: import pretrained NASNet-A weights and classify images.
 
-mod classify;
+mod infer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,9 +50,32 @@ enum Pooling {
     Timm,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Backend {
-    Candle,
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Onnx,
+    Safetensors,
+}
+
+/// How to run a model (classify, embed).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Model directory (model.json, model.onnx, model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "tract")]
+    backend: infer::Backend,
+    /// cpu, cuda or cuda:N (CUDA: ort, or candle built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per inference batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Intra-op threads for ONNX Runtime.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Images, directories of images, glob patterns, or float32 NCHW `.npy` batches.
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -89,21 +112,36 @@ enum Command {
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
     },
-    /// Classify images, or preprocessed float32 NCHW tensors in `.npy` files.
-    Classify {
-        /// Model directory (model.json + model.safetensors).
+    /// Write a model directory's network as ONNX or its weights as safetensors.
+    Export {
+        /// Model directory.
         #[arg(long, value_name = "DIR")]
         model: PathBuf,
-        #[arg(long, value_enum, default_value = "candle")]
-        backend: Backend,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        #[arg(short, long, value_name = "PATH")]
+        output: PathBuf,
+    },
+    /// Classify images, or preprocessed float32 NCHW tensors in `.npy` files.
+    Classify {
+        #[command(flatten)]
+        run: RunArgs,
         /// Number of predictions per input.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
         /// One JSON object per image (per row for .npy) on stdout.
         #[arg(long)]
         json: bool,
-        #[arg(required = true, value_name = "INPUT")]
-        inputs: Vec<PathBuf>,
+    },
+    /// Write the pooled penultimate features (embeddings) of images.
+    Embed {
+        #[command(flatten)]
+        run: RunArgs,
+        #[arg(long, value_enum, default_value = "npy")]
+        format: infer::EmbedFormat,
+        /// Output file (`-` or absent: stdout, JSON Lines only).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -158,13 +196,48 @@ fn run() -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Classify {
+        Command::Export {
             model,
-            backend,
-            top_k,
-            json,
-            inputs,
-        } => classify::run(&model, backend, top_k, json, &inputs),
+            format,
+            output,
+        } => {
+            match format {
+                ExportFormat::Onnx => {
+                    let (_, net) =
+                        nasnet_search::load_model_dir(&model, &candle_core::Device::Cpu)?;
+                    nasnet_search::onnx::write_onnx(&net, &output)?
+                }
+                ExportFormat::Safetensors => {
+                    nasnet_zoo::import::export_safetensors(&model, &output)?
+                }
+            }
+            eprintln!("wrote {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classify { run, top_k, json } => {
+            let inputs = infer::collect(&run.inputs)?;
+            let model = infer::load(&run.model, run.backend, &run.device, run.threads)?;
+            let ok = infer::classify(&model, &inputs, run.batch_size, top_k, json)?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Embed {
+            run,
+            format,
+            output,
+        } => {
+            let inputs = infer::collect(&run.inputs)?;
+            let model = infer::load(&run.model, run.backend, &run.device, run.threads)?;
+            let ok = infer::embed(&model, &inputs, run.batch_size, format, output.as_deref())?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
 }
 

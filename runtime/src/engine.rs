@@ -45,7 +45,8 @@ pub mod tract {
 
         pub fn run(&self, input: &[f32], batch: usize) -> Result<RawOutputs> {
             let s = self.size;
-            let x = Tensor::from_shape(&[batch, 3, s, s], input).map_err(|e| backend_err("tract", e))?;
+            let x = Tensor::from_shape(&[batch, 3, s, s], input)
+                .map_err(|e| backend_err("tract", e))?;
             let out = self
                 .plan
                 .run(tvec!(x.into()))
@@ -85,13 +86,15 @@ pub fn ort_library(device: Device) -> PathBuf {
         Device::Cpu => "onnxruntime",
         Device::Cuda(_) => "onnxruntime-gpu",
     };
-    crate::nasnet_home().join(dir).join(if cfg!(target_os = "macos") {
-        "libonnxruntime.dylib"
-    } else if cfg!(windows) {
-        "onnxruntime.dll"
-    } else {
-        "libonnxruntime.so"
-    })
+    crate::nasnet_home()
+        .join(dir)
+        .join(if cfg!(target_os = "macos") {
+            "libonnxruntime.dylib"
+        } else if cfg!(windows) {
+            "onnxruntime.dll"
+        } else {
+            "libonnxruntime.so"
+        })
 }
 
 #[cfg(feature = "ort")]
@@ -103,7 +106,8 @@ pub mod onnxruntime {
 
     use super::*;
 
-    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+    static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> =
+        OnceLock::new();
 
     fn environment(lib: &Path) -> Result<&'static ort::environment::Environment> {
         let env = ENV.get_or_init(|| {
@@ -131,7 +135,12 @@ pub mod onnxruntime {
     }
 
     impl OrtEngine {
-        pub fn open(onnx: &Path, size: usize, device: Device, threads: Option<usize>) -> Result<Self> {
+        pub fn open(
+            onnx: &Path,
+            size: usize,
+            device: Device,
+            threads: Option<usize>,
+        ) -> Result<Self> {
             let env = environment(&ort_library(device))?;
             let err = |e: ort::Error| backend_err("ort", format!("{}: {e}", onnx.display()));
             let mut builder = Session::builder(env).map_err(err)?;
@@ -139,10 +148,30 @@ pub mod onnxruntime {
                 builder = builder.with_intra_threads(n).map_err(|e| err(e.into()))?;
             }
             if let Device::Cuda(id) = device {
-                let cuda = ort::ep::CUDA::default().with_device_id(id as i32).build().error_on_failure();
-                builder = builder
-                    .with_execution_providers([cuda])
-                    .map_err(|e| Error::Device(format!("CUDA device {id} is not usable by ONNX Runtime: {e}")))?;
+                // The set-up links the wheel's NVIDIA libraries next to the GPU runtime.
+                let lib = ort_library(device);
+                let nvidia = lib
+                    .parent()
+                    .map(|d| d.join("nvidia"))
+                    .filter(|d| d.exists());
+                if let Some(nv) = nvidia {
+                    let (cuda, cudnn) = (nv.join("cu13/lib"), nv.join("cudnn/lib"));
+                    ort::ep::cuda::preload_dylibs(Some(&cuda), Some(&cudnn)).map_err(|e| {
+                        Error::Device(format!(
+                            "cannot load the CUDA libraries under {}: {e}",
+                            nv.display()
+                        ))
+                    })?;
+                }
+                let cuda = ort::ep::CUDA::default()
+                    .with_device_id(id as i32)
+                    .build()
+                    .error_on_failure();
+                builder = builder.with_execution_providers([cuda]).map_err(|e| {
+                    Error::Device(format!(
+                        "CUDA device {id} is not usable by ONNX Runtime: {e}"
+                    ))
+                })?;
             }
             let session = builder.commit_from_file(onnx).map_err(err)?;
             Ok(Self {

@@ -192,16 +192,23 @@ impl Model {
         let size = meta.preprocessing.crop;
         let engine = match (opts.backend, opts.device) {
             #[cfg(feature = "tract")]
-            (Backend::Tract, Device::Cpu) => Engine::Tract(engine::tract::TractEngine::open(&onnx, size)?),
+            (Backend::Tract, Device::Cpu) => {
+                Engine::Tract(engine::tract::TractEngine::open(&onnx, size)?)
+            }
             #[cfg(not(feature = "tract"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),
             (Backend::Tract, Device::Cuda(_)) => {
-                return Err(Error::Device("the tract backend runs on the CPU only; use --backend ort for CUDA".into()));
+                return Err(Error::Device(
+                    "the tract backend runs on the CPU only; use --backend ort for CUDA".into(),
+                ));
             }
             #[cfg(feature = "ort")]
-            (Backend::Ort, device) => {
-                Engine::Ort(engine::onnxruntime::OrtEngine::open(&onnx, size, device, opts.threads)?)
-            }
+            (Backend::Ort, device) => Engine::Ort(engine::onnxruntime::OrtEngine::open(
+                &onnx,
+                size,
+                device,
+                opts.threads,
+            )?),
             #[cfg(not(feature = "ort"))]
             (Backend::Ort, _) => return Err(Error::NotCompiled("ort")),
         };

@@ -244,7 +244,12 @@ impl Graph for OnnxGraph {
             attr_int("group", spec.groups as i64),
             pads_attr(spec.pads),
         ];
-        Ok(self.node("Conv", vec![x.name.clone(), wname], attrs, Some([out, oh, ow])))
+        Ok(self.node(
+            "Conv",
+            vec![x.name.clone(), wname],
+            attrs,
+            Some([out, oh, ow]),
+        ))
     }
 
     fn batch_norm(&mut self, x: &Value, bn: &BatchNorm) -> Result<Value> {
@@ -272,7 +277,10 @@ impl Graph for OnnxGraph {
 
     fn concat(&mut self, xs: &[Value]) -> Result<Value> {
         let mut chw = Self::shape(&xs[0])?;
-        chw[0] = xs.iter().map(|x| Self::shape(x).map(|s| s[0])).sum::<Result<usize>>()?;
+        chw[0] = xs
+            .iter()
+            .map(|x| Self::shape(x).map(|s| s[0]))
+            .sum::<Result<usize>>()?;
         let inputs = xs.iter().map(|x| x.name.clone()).collect();
         Ok(self.node("Concat", inputs, vec![attr_int("axis", 1)], Some(chw)))
     }
@@ -311,7 +319,12 @@ impl Graph for OnnxGraph {
 
     fn global_avg_pool(&mut self, x: &Value) -> Result<Value> {
         let pooled = self.node("GlobalAveragePool", vec![x.name.clone()], vec![], x.chw);
-        Ok(self.node("Flatten", vec![pooled.name], vec![attr_int("axis", 1)], None))
+        Ok(self.node(
+            "Flatten",
+            vec![pooled.name],
+            vec![attr_int("axis", 1)],
+            None,
+        ))
     }
 
     fn linear(&mut self, x: &Value, weight: &Tensor, bias: &Tensor) -> Result<Value> {

@@ -266,18 +266,21 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     })
 }
 
-/// Writes `model.safetensors` and `model.json` into `out` atomically, filling in the weights'
-/// sha256.
+/// Writes `model.safetensors`, `model.onnx` and `model.json` into `out` atomically, filling in
+/// the weights' sha256.
 pub fn write_model_dir(
     out: &Path,
     tensors: &HashMap<String, Tensor>,
     meta: &mut ModelMeta,
     force: bool,
 ) -> Result<PathBuf> {
+    let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let net = nasnet_search::NasNet::new(&meta.architecture, vb)?;
     write_dir_atomically(out, force, |tmp| {
         let weights = tmp.join(meta::WEIGHTS_FILE);
         candle_core::safetensors::save(tensors, &weights)?;
         meta.weights.sha256 = sha256_file(&weights)?;
+        nasnet_search::onnx::write_onnx(&net, &tmp.join(meta::ONNX_FILE))?;
         let json = tmp.join(meta::META_FILE);
         std::fs::write(&json, meta.to_json()).map_err(|error| Error::Io {
             path: json.display().to_string(),
@@ -306,4 +309,22 @@ pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelM
     };
     write_model_dir(out, &tensors, &mut meta, force)?;
     Ok(meta)
+}
+
+/// Writes a model directory's weights, checked against its architecture, to `out` (through a
+/// temporary file and a rename).
+pub fn export_safetensors(dir: &Path, out: &Path) -> Result<()> {
+    let meta = ModelMeta::load(dir).map_err(|e| invalid(dir, e.to_string()))?;
+    let weights = dir.join(meta::WEIGHTS_FILE);
+    let (tensors, _) = read_weights(&weights)?;
+    let tensors = canonicalize(&weights, tensors, &meta.architecture)?;
+    let tmp = out.with_extension(format!("safetensors.partial-{}", std::process::id()));
+    let io = |error| Error::Io {
+        path: out.display().to_string(),
+        error,
+    };
+    candle_core::safetensors::save(&tensors, &tmp).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    std::fs::rename(&tmp, out).map_err(io)
 }
