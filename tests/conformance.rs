@@ -31,7 +31,7 @@ fn mobile_matches_pretrainedmodels() {
         &out.logits,
         &r.expected["expected.tf.logits"],
     );
-    assert_conforms(
+    assert_features_conform(
         "mobile features",
         &out.features,
         &r.expected["expected.tf.features"],
@@ -53,7 +53,7 @@ fn large_matches_pretrainedmodels_and_timm() {
             &r.expected[&key],
         );
         let key = format!("expected.{name}.features");
-        assert_conforms(
+        assert_features_conform(
             &format!("large {name} features"),
             &out.features,
             &r.expected[&key],
