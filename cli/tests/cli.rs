@@ -61,7 +61,11 @@ fn write_upstream(
 }
 
 /// The logits of every JSON line, in order.
-fn logits_of(stdout: &str, classes: usize, backend: &str) -> Vec<(String, Option<usize>, Vec<f32>)> {
+fn logits_of(
+    stdout: &str,
+    classes: usize,
+    backend: &str,
+) -> Vec<(String, Option<usize>, Vec<f32>)> {
     stdout
         .lines()
         .map(|l| {
@@ -116,8 +120,16 @@ fn import_and_classify(preset: Preset, upstream: &Path, from: &str, expected: &T
     assert!(model.join("model.onnx").exists());
     for backend in backends() {
         let stdout = ok(&nasnet(&[
-            "classify", "--model", model.to_str().unwrap(), "--backend", backend, "--top-k", "1000",
-            "--json", x2.to_str().unwrap(), x1.to_str().unwrap(),
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--top-k",
+            "1000",
+            "--json",
+            x2.to_str().unwrap(),
+            x1.to_str().unwrap(),
         ]));
         let rows = logits_of(&stdout, 1000, backend);
         assert_eq!(rows.len(), 3, "two rows of x2, one of x1");
@@ -140,7 +152,10 @@ fn backends() -> Vec<&'static str> {
         "NASNET_REQUIRE_ORT is set but {} does not exist",
         lib.display()
     );
-    eprintln!("SKIPPED (ort backend): ONNX Runtime not installed at {}; run scripts/setup.sh", lib.display());
+    eprintln!(
+        "SKIPPED (ort backend): ONNX Runtime not installed at {}; run scripts/setup.sh",
+        lib.display()
+    );
     vec!["candle", "tract"]
 }
 
@@ -338,7 +353,13 @@ fn image_gradient(path: &Path) {
 fn demo() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    ok(&nasnet(&["synthetic", "--arch", "nasnet-a-mobile", "-o", model.to_str().unwrap()]));
+    ok(&nasnet(&[
+        "synthetic",
+        "--arch",
+        "nasnet-a-mobile",
+        "-o",
+        model.to_str().unwrap(),
+    ]));
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();
     let cat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg");
@@ -356,10 +377,24 @@ fn directories_globs_and_batches() {
     let run = |args: &[&str]| -> Vec<serde_json::Value> {
         let mut a = vec!["classify", "--model", m, "--json"];
         a.extend_from_slice(args);
-        ok(&nasnet(&a)).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        ok(&nasnet(&a))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     let all = run(&["--batch-size", "2", images.to_str().unwrap()]);
-    let names: Vec<_> = all.iter().map(|v| v["input"].as_str().unwrap().rsplit('/').next().unwrap().to_owned()).collect();
+    let names: Vec<_> = all
+        .iter()
+        .map(|v| {
+            v["input"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     assert_eq!(names, ["a.jpg", "b.bmp", "c.JPG"], "images only, sorted");
     // Batching does not change the answer; the two copies of the photo agree.
     let single = run(&["--batch-size", "1", images.to_str().unwrap()]);
@@ -368,10 +403,18 @@ fn directories_globs_and_batches() {
         assert_eq!(pa["index"], pb["index"]);
         assert!((pa["logit"].as_f64().unwrap() - pb["logit"].as_f64().unwrap()).abs() < 1e-4);
     }
-    assert_eq!(all[0]["predictions"][0]["index"], all[2]["predictions"][0]["index"]);
+    assert_eq!(
+        all[0]["predictions"][0]["index"],
+        all[2]["predictions"][0]["index"]
+    );
     let pattern = format!("{}/*.jpg", images.display());
     assert_eq!(run(&[&pattern]).len(), 1);
-    let e = fails(&["classify", "--model", m, &format!("{}/*.png", images.display())]);
+    let e = fails(&[
+        "classify",
+        "--model",
+        m,
+        &format!("{}/*.png", images.display()),
+    ]);
     assert!(e.contains("no file matches"), "{e}");
 }
 
@@ -380,16 +423,41 @@ fn embed_writes_npy_and_json_lines() {
     let (d, model, images) = demo();
     let m = model.to_str().unwrap();
     let npy = d.path().join("features.npy");
-    ok(&nasnet(&["embed", "--model", m, images.to_str().unwrap(), "-o", npy.to_str().unwrap()]));
+    ok(&nasnet(&[
+        "embed",
+        "--model",
+        m,
+        images.to_str().unwrap(),
+        "-o",
+        npy.to_str().unwrap(),
+    ]));
     let t = Tensor::read_npy(&npy).unwrap();
     assert_eq!(t.dims(), &[3, 1056]);
-    let jsonl = ok(&nasnet(&["embed", "--model", m, "--format", "jsonl", images.to_str().unwrap()]));
-    let rows: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let jsonl = ok(&nasnet(&[
+        "embed",
+        "--model",
+        m,
+        "--format",
+        "jsonl",
+        images.to_str().unwrap(),
+    ]));
+    let rows: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 3);
-    let first: Vec<f32> = rows[0]["features"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let first: Vec<f32> = rows[0]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     let npy_first = t.get(0).unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(first.len(), 1056);
-    let d = first.iter().zip(&npy_first).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let d = first
+        .iter()
+        .zip(&npy_first)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(d < 1e-6, "{d}");
     assert!(first.iter().all(|v| *v >= 0.0), "pooled after ReLU");
 }
@@ -402,7 +470,16 @@ fn unavailable_devices_and_libraries_fail_clearly() {
     let img = img.to_str().unwrap();
     let e = fails(&["classify", "--model", m, "--device", "cuda", img]);
     assert!(e.contains("CPU only"), "{e}");
-    let e = fails(&["classify", "--model", m, "--backend", "candle", "--device", "cuda:1", img]);
+    let e = fails(&[
+        "classify",
+        "--model",
+        m,
+        "--backend",
+        "candle",
+        "--device",
+        "cuda:1",
+        img,
+    ]);
     assert!(e.contains("CUDA"), "{e}");
     let e = fails(&["classify", "--model", m, "--device", "gpu", img]);
     assert!(e.contains("unknown device"), "{e}");
@@ -415,7 +492,10 @@ fn unavailable_devices_and_libraries_fail_clearly() {
     assert!(!out.status.success());
     let e = String::from_utf8(out.stderr).unwrap();
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-    assert!(e.contains("/nonexistent/libonnxruntime.so") && e.contains("scripts/setup.sh"), "{e}");
+    assert!(
+        e.contains("/nonexistent/libonnxruntime.so") && e.contains("scripts/setup.sh"),
+        "{e}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
         .args(["classify", "--model", m, "--backend", "tract", img])
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
@@ -424,7 +504,16 @@ fn unavailable_devices_and_libraries_fail_clearly() {
     assert!(out.status.success());
     // CUDA through ONNX Runtime without its GPU build installed.
     let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
-        .args(["classify", "--model", m, "--backend", "ort", "--device", "cuda", img])
+        .args([
+            "classify",
+            "--model",
+            m,
+            "--backend",
+            "ort",
+            "--device",
+            "cuda",
+            img,
+        ])
         .env("NASNET_HOME", "/nonexistent-home")
         .env_remove("ORT_DYLIB_PATH")
         .output()
@@ -439,10 +528,29 @@ fn export_writes_onnx_and_safetensors() {
     let (d, model, _) = demo();
     let m = model.to_str().unwrap();
     let onnx = d.path().join("x.onnx");
-    ok(&nasnet(&["export", "--model", m, "--format", "onnx", "-o", onnx.to_str().unwrap()]));
-    assert_eq!(std::fs::read(&onnx).unwrap(), std::fs::read(model.join("model.onnx")).unwrap());
+    ok(&nasnet(&[
+        "export",
+        "--model",
+        m,
+        "--format",
+        "onnx",
+        "-o",
+        onnx.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        std::fs::read(&onnx).unwrap(),
+        std::fs::read(model.join("model.onnx")).unwrap()
+    );
     let st = d.path().join("w.safetensors");
-    ok(&nasnet(&["export", "--model", m, "--format", "safetensors", "-o", st.to_str().unwrap()]));
+    ok(&nasnet(&[
+        "export",
+        "--model",
+        m,
+        "--format",
+        "safetensors",
+        "-o",
+        st.to_str().unwrap(),
+    ]));
     let a = candle_core::safetensors::load(&st, &Device::Cpu).unwrap();
     let b = candle_core::safetensors::load(model.join("model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(a.len(), b.len());
