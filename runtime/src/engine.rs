@@ -26,21 +26,48 @@ pub mod tract {
 
     use super::*;
 
-    /// A model optimized by tract for a dynamic batch.
+    /// A model optimized by tract, one plan per batch size (tract optimizes far better for
+    /// concrete shapes than for a symbolic batch).
     pub struct TractEngine {
-        plan: Arc<TypedRunnableModel>,
+        model: InferenceModel,
+        plans: std::sync::Mutex<std::collections::HashMap<usize, Arc<TypedRunnableModel>>>,
         size: usize,
+        path: std::path::PathBuf,
     }
 
     impl TractEngine {
         pub fn open(onnx: &Path, size: usize) -> Result<Self> {
-            let err = |e: anyhow_like::E| backend_err("tract", format!("{}: {e}", onnx.display()));
-            let plan = tract_onnx::onnx()
+            let model = tract_onnx::onnx()
                 .model_for_path(onnx)
+                .map_err(|e| backend_err("tract", format!("{}: {e:#}", onnx.display())))?;
+            let engine = Self {
+                model,
+                plans: Default::default(),
+                size,
+                path: onnx.to_path_buf(),
+            };
+            engine.plan(1)?;
+            Ok(engine)
+        }
+
+        fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>> {
+            let mut plans = self
+                .plans
+                .lock()
+                .map_err(|_| backend_err("tract", "a previous run panicked"))?;
+            if let Some(p) = plans.get(&batch) {
+                return Ok(p.clone());
+            }
+            let s = self.size;
+            let plan = self
+                .model
+                .clone()
+                .with_input_fact(0, f32::fact([batch, 3, s, s]).into())
                 .and_then(|m| m.into_optimized())
                 .and_then(|m| m.into_runnable())
-                .map_err(|e| err(anyhow_like::E(format!("{e:#}"))))?;
-            Ok(Self { plan, size })
+                .map_err(|e| backend_err("tract", format!("{}: {e:#}", self.path.display())))?;
+            plans.insert(batch, plan.clone());
+            Ok(plan)
         }
 
         pub fn run(&self, input: &[f32], batch: usize) -> Result<RawOutputs> {
@@ -48,7 +75,7 @@ pub mod tract {
             let x = Tensor::from_shape(&[batch, 3, s, s], input)
                 .map_err(|e| backend_err("tract", e))?;
             let out = self
-                .plan
+                .plan(batch)?
                 .run(tvec!(x.into()))
                 .map_err(|e| backend_err("tract", format!("{e:#}")))?;
             let vec = |t: &TValue| -> Result<Vec<f32>> {
@@ -62,15 +89,6 @@ pub mod tract {
                 logits: vec(&out[0])?,
                 features: vec(&out[1])?,
             })
-        }
-    }
-
-    mod anyhow_like {
-        pub struct E(pub String);
-        impl std::fmt::Display for E {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
-            }
         }
     }
 }
@@ -143,7 +161,12 @@ pub mod onnxruntime {
         ) -> Result<Self> {
             let env = environment(&ort_library(device))?;
             let err = |e: ort::Error| backend_err("ort", format!("{}: {e}", onnx.display()));
-            let mut builder = Session::builder(env).map_err(err)?;
+            let mut builder = Session::builder(env)
+                .map_err(err)?
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+                .map_err(|e| err(e.into()))?
+                .with_inter_threads(1)
+                .map_err(|e| err(e.into()))?;
             if let Some(n) = threads {
                 builder = builder.with_intra_threads(n).map_err(|e| err(e.into()))?;
             }
