@@ -445,8 +445,7 @@ pub fn embed(
                 data.extend_from_slice(r.features);
                 Ok(())
             })?;
-            if rows > 0 {
-                let f = data.len() / rows;
+            if let Some(f) = data.len().checked_div(rows) {
                 let t = Tensor::from_vec(data, (rows, f), &candle_core::Device::Cpu)?;
                 let tmp = path.with_extension(format!("npy.partial-{}", std::process::id()));
                 t.write_npy(&tmp)

@@ -35,6 +35,24 @@ pub mod tract {
         path: std::path::PathBuf,
     }
 
+    /// What tract makes of an ONNX file for a batch of one: operator names and counts of the
+    /// optimized model (a diagnostic: e.g. no batch norm should survive next to a convolution).
+    pub fn optimized_ops(
+        onnx: &Path,
+        size: usize,
+    ) -> Result<std::collections::BTreeMap<String, usize>> {
+        let model = tract_onnx::onnx()
+            .model_for_path(onnx)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, size, size]).into()))
+            .and_then(|m| m.into_optimized())
+            .map_err(|e| backend_err("tract", format!("{}: {e:#}", onnx.display())))?;
+        let mut h = std::collections::BTreeMap::new();
+        for n in model.nodes() {
+            *h.entry(n.op().name().to_string()).or_default() += 1;
+        }
+        Ok(h)
+    }
+
     impl TractEngine {
         pub fn open(onnx: &Path, size: usize) -> Result<Self> {
             let model = tract_onnx::onnx()

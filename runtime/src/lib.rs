@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use nasnet_core::meta::{MetaError, ModelMeta, ONNX_FILE};
 
 pub use engine::ort_library;
+#[cfg(feature = "tract")]
+pub use engine::tract::optimized_ops;
 pub use preprocess::{ImageError, decode, load_image, preprocess};
 
 /// Errors of the runtime; each names the file or the backend concerned.

@@ -107,6 +107,17 @@ impl BatchNorm {
         })
     }
 
+    /// Channels `start..start + len` of this batch norm.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        Ok(Self {
+            weight: self.weight.narrow(0, start, len)?,
+            bias: self.bias.narrow(0, start, len)?,
+            running_mean: self.running_mean.narrow(0, start, len)?,
+            running_var: self.running_var.narrow(0, start, len)?,
+            eps: self.eps,
+        })
+    }
+
     /// `y = x * scale + shift` in inference mode.
     pub fn scale_shift(&self) -> Result<(Tensor, Tensor)> {
         let scale = self
@@ -253,8 +264,14 @@ impl FactorizedReduction {
     }
 
     /// The input is expected already activated (the caller applies the ReLU).
+    ///
+    /// Batch norm is per channel, so `final_path_bn` is applied to each path's half before the
+    /// concatenation: the same function, and each half follows its convolution, so inference
+    /// runtimes fold it into the convolution's weights.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
+        let half = self.path_1.weight.dim(0)?;
         let p1 = self.path_1.forward(g, x)?;
+        let p1 = self.final_path_bn.narrow(0, half)?.forward(g, &p1)?;
         // Shift by one pixel: drop the first row and column, pad one zero row and column at
         // the bottom and right (TF: pad then slice [1:, 1:]), then subsample.
         let shifted = g.crop_top_left(x)?;
@@ -265,8 +282,8 @@ impl FactorizedReduction {
             groups: 1,
         };
         let p2 = g.conv2d(&shifted, &self.path_2.weight, spec)?;
-        let x = g.concat(&[p1, p2])?;
-        self.final_path_bn.forward(g, &x)
+        let p2 = self.final_path_bn.narrow(half, half)?.forward(g, &p2)?;
+        g.concat(&[p1, p2])
     }
 }
 

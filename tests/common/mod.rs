@@ -43,14 +43,28 @@ pub fn deviation(a: &Tensor, b: &Tensor) -> (f32, f32) {
     (max((a - b).unwrap()), max(b.clone()))
 }
 
-/// The conformance bound: `max |Δ| <= 1e-4 * max |reference|`.
+/// The conformance bound on logits: `max |Δ| <= 1e-4 * max |reference|`.
 pub fn assert_conforms(what: &str, ours: &Tensor, reference: &Tensor) {
+    assert_within(what, ours, reference, 1e-4);
+}
+
+/// The bound on pooled features: 3e-4 relative. Each feature averages a whole map, and on
+/// Large (4032 channels after 18 cells) fp32 accumulation order alone moves them by up to
+/// 1e-4 relative between PyTorch, Candle, tract and ONNX Runtime.
+pub fn assert_features_conform(what: &str, ours: &Tensor, reference: &Tensor) {
+    assert_within(what, ours, reference, 3e-4);
+}
+
+pub fn assert_within(what: &str, ours: &Tensor, reference: &Tensor, rel: f32) {
     let (d, m) = deviation(ours, reference);
     eprintln!(
         "{what}: max |Δ| = {d:.3e}, max |ref| = {m:.3}, relative {:.3e}",
         d / m
     );
-    assert!(d <= 1e-4 * m, "{what}: max |Δ| = {d:e} exceeds 1e-4 * {m}");
+    assert!(
+        d <= rel * m,
+        "{what}: max |Δ| = {d:e} exceeds {rel:e} * {m}"
+    );
 }
 
 /// The opposite: the outputs differ well beyond the bound.
