@@ -106,7 +106,7 @@ impl SimpleBackend for SyntheticWeights {
 
 /// Records the name and shape of every parameter requested, without allocating them.
 #[derive(Debug, Default)]
-struct Recorder(Mutex<Vec<(String, Vec<usize>)>>);
+struct Recorder(std::sync::Arc<Mutex<Vec<(String, Vec<usize>)>>>);
 
 impl SimpleBackend for Recorder {
     fn get(
@@ -132,30 +132,13 @@ impl SimpleBackend for Recorder {
 
 /// Every tensor the network reads (parameters and batch-norm statistics), in build order.
 pub fn parameter_shapes(config: &NetworkConfig) -> Result<Vec<(String, Vec<usize>)>> {
-    let rec = std::sync::Arc::new(Recorder::default());
-    struct Shared(std::sync::Arc<Recorder>);
-    impl SimpleBackend for Shared {
-        fn get(
-            &self,
-            s: Shape,
-            n: &str,
-            h: Init,
-            d: DType,
-            dev: &Device,
-        ) -> candle_core::Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
-    }
-    let backend: Box<dyn SimpleBackend> = Box::new(Shared(rec.clone()));
-    let vb = VarBuilder::from_backend(backend, DType::F32, Device::Cpu);
-    NasNet::new(config, vb)?;
-    let shapes = rec.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let shapes = std::sync::Arc::new(Mutex::new(vec![]));
+    let backend: Box<dyn SimpleBackend> = Box::new(Recorder(shapes.clone()));
+    NasNet::new(
+        config,
+        VarBuilder::from_backend(backend, DType::F32, Device::Cpu),
+    )?;
+    let shapes = shapes.lock().map(|v| v.clone()).unwrap_or_default();
     Ok(shapes)
 }
 
