@@ -24,7 +24,7 @@ fn both_pth_formats_read_the_same_tensors() {
         ("tiny_legacy.pth", Container::PthLegacy),
         ("tiny_zip.pth", Container::PthZip),
     ] {
-        let (tensors, c) = read_weights(&fixture(file)).unwrap();
+        let (tensors, c) = read_weights(&fixture(file), 4).unwrap();
         assert_eq!(c, container);
         let get = |k: &str| tensors.iter().find(|(n, _)| n == k).unwrap().1.clone();
         let w = get("a.weight");
@@ -116,8 +116,38 @@ fn truncated_checkpoints_are_rejected_with_the_file_name() {
         let bytes = std::fs::read(fixture(file)).unwrap();
         let cut = dir.path().join(file);
         std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-        let e = read_weights(&cut).unwrap_err().to_string();
+        let e = read_weights(&cut, 4).unwrap_err().to_string();
         assert!(e.starts_with(&cut.display().to_string()), "{e}");
         assert!(e.contains("checkpoint"), "{e}");
     }
+}
+
+#[test]
+fn keras_h5_maps_every_weight_to_its_canonical_key() {
+    // Written by Keras's own NASNet builder (legacy HDF5 layout), each weight holding the
+    // synthetic value of the key it should map to, in Keras's layout.
+    let c = small(Preset::Mobile, 8, 0.25, 10);
+    let (tensors, container) = read_weights(&fixture("keras_mobile_small.h5"), c.cells).unwrap();
+    assert_eq!(container, Container::KerasH5);
+    let path = fixture("keras_mobile_small.h5");
+    let canonical = nasnet::zoo::import::canonicalize(&path, tensors, &c).unwrap();
+    let expected = nasnet::search::init::synthetic_state_dict(&c, &Default::default()).unwrap();
+    assert_eq!(canonical.len(), expected.len());
+    for (k, v) in &expected {
+        let got = &canonical[k];
+        assert_eq!(got.dims(), v.dims(), "{k}");
+        assert_eq!(values(got), values(v), "{k}");
+    }
+    // And through the importer, with the TF pooling rule.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ImportOptions {
+        name: "keras-small".into(),
+        config: c,
+        from: None,
+        pooling: None,
+        force: false,
+    };
+    let imported = import(&path, &dir.path().join("m"), &opts).unwrap();
+    assert_eq!(imported.format, SourceFormat::Keras);
+    assert_eq!(imported.meta.architecture.pooling, PoolingRule::Tf);
 }

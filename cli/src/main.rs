@@ -41,6 +41,7 @@ impl From<Arch> for Preset {
 enum Source {
     Timm,
     Cadene,
+    Keras,
     Auto,
 }
 
@@ -80,12 +81,14 @@ struct RunArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert an upstream weight file (timm/Cadene safetensors or .pth) into a model directory.
+    /// Convert an upstream weight file (timm/Cadene safetensors or .pth, Keras .h5) into a model
+    /// directory.
     Import {
         #[arg(long, value_enum)]
         arch: Arch,
         /// Upstream layout: `timm` implies timm's pooling rule and eval transform, `cadene` the
-        /// TF rule and Cadene's; `auto` picks timm for Large safetensors, cadene otherwise.
+        /// TF rule and Cadene's, `keras` the TF rule; `auto` picks keras for .h5, timm for Large
+        /// safetensors, cadene otherwise.
         #[arg(long, value_enum, default_value = "auto")]
         from: Source,
         /// Override the average-pool border rule.
@@ -163,6 +166,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 from: match from {
                     Source::Timm => Some(SourceFormat::Timm),
                     Source::Cadene => Some(SourceFormat::Cadene),
+                    Source::Keras => Some(SourceFormat::Keras),
                     Source::Auto => None,
                 },
                 pooling: pooling.map(|p| match p {

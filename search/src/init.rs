@@ -106,7 +106,10 @@ impl SimpleBackend for SyntheticWeights {
 
 /// Records the name and shape of every parameter requested, without allocating them.
 #[derive(Debug, Default)]
-struct Recorder(std::sync::Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(std::sync::Arc<Mutex<Shapes>>);
+
+/// Parameter names and shapes.
+type Shapes = Vec<(String, Vec<usize>)>;
 
 impl SimpleBackend for Recorder {
     fn get(

@@ -21,6 +21,9 @@ pub enum SourceFormat {
     Timm,
     /// Cadene's pretrainedmodels: TF pooling rule, Cadene's `TransformImage`.
     Cadene,
+    /// Keras applications (`NASNet-mobile.h5`): ported from TF-slim, so the TF pooling rule;
+    /// Cadene's transform (Keras ships no resize rule).
+    Keras,
 }
 
 impl SourceFormat {
@@ -28,6 +31,7 @@ impl SourceFormat {
         match self {
             SourceFormat::Timm => "timm",
             SourceFormat::Cadene => "cadene",
+            SourceFormat::Keras => "keras",
         }
     }
 
@@ -35,7 +39,7 @@ impl SourceFormat {
     pub fn pooling(self) -> PoolingRule {
         match self {
             SourceFormat::Timm => PoolingRule::Timm,
-            SourceFormat::Cadene => PoolingRule::Tf,
+            SourceFormat::Cadene | SourceFormat::Keras => PoolingRule::Tf,
         }
     }
 
@@ -43,7 +47,7 @@ impl SourceFormat {
     pub fn preprocessing(self, input_size: usize) -> Preprocessing {
         match self {
             SourceFormat::Timm => Preprocessing::timm(input_size),
-            SourceFormat::Cadene => Preprocessing::cadene(input_size),
+            SourceFormat::Cadene | SourceFormat::Keras => Preprocessing::cadene(input_size),
         }
     }
 }
@@ -54,6 +58,8 @@ pub enum Container {
     Safetensors,
     PthZip,
     PthLegacy,
+    /// Keras HDF5 weights.
+    KerasH5,
 }
 
 /// What `nasnet import` does.
@@ -86,8 +92,10 @@ fn invalid(path: &Path, problem: impl Into<String>) -> Error {
     }
 }
 
-/// Reads every tensor of a safetensors or PyTorch file, as stored.
-pub fn read_weights(path: &Path) -> Result<(Vec<(String, Tensor)>, Container)> {
+/// Reads every tensor of a safetensors, PyTorch or Keras file: as stored, except Keras files,
+/// whose layer names and layouts are mapped to the canonical ones for `cells` normal cells
+/// per stage.
+pub fn read_weights(path: &Path, cells: usize) -> Result<(Vec<(String, Tensor)>, Container)> {
     let bytes = std::fs::read(path).map_err(|error| Error::Io {
         path: path.display().to_string(),
         error,
@@ -102,6 +110,11 @@ pub fn read_weights(path: &Path) -> Result<(Vec<(String, Tensor)>, Container)> {
             .map_err(|e| invalid(path, format!("legacy PyTorch checkpoint: {e}")))?;
         return Ok((t, Container::PthLegacy));
     }
+    if bytes.starts_with(crate::keras::HDF5_MAGIC) {
+        let t = crate::keras::read_keras(bytes, cells)
+            .map_err(|e| invalid(path, format!("Keras HDF5 weights: {e}")))?;
+        return Ok((t, Container::KerasH5));
+    }
     if looks_like_safetensors(&bytes) {
         let t = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| invalid(path, format!("safetensors file: {e}")))?;
@@ -109,7 +122,7 @@ pub fn read_weights(path: &Path) -> Result<(Vec<(String, Tensor)>, Container)> {
     }
     Err(invalid(
         path,
-        "not a weight file (expected safetensors or a PyTorch .pth checkpoint)",
+        "not a weight file (expected safetensors, a PyTorch .pth checkpoint or Keras .h5 weights)",
     ))
 }
 
@@ -140,10 +153,10 @@ fn cell_index(key: &str) -> Option<(usize, &str)> {
 /// Decides timm or Cadene from the file: timm publishes only Large, as safetensors; Cadene's
 /// files (and every Mobile file) are PyTorch checkpoints with the TF pooling rule.
 pub fn detect_format(name: &str, container: Container) -> SourceFormat {
-    if name == Preset::Large.name() && container == Container::Safetensors {
-        SourceFormat::Timm
-    } else {
-        SourceFormat::Cadene
+    match container {
+        Container::KerasH5 => SourceFormat::Keras,
+        Container::Safetensors if name == Preset::Large.name() => SourceFormat::Timm,
+        _ => SourceFormat::Cadene,
     }
 }
 
@@ -229,7 +242,7 @@ pub fn canonicalize(
 
 /// Imports `weights` into the model directory `out`.
 pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Imported> {
-    let (tensors, container) = read_weights(weights)?;
+    let (tensors, container) = read_weights(weights, opts.config.cells)?;
     let format = opts
         .from
         .unwrap_or_else(|| detect_format(&opts.name, container));
@@ -316,7 +329,7 @@ pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelM
 pub fn export_safetensors(dir: &Path, out: &Path) -> Result<()> {
     let meta = ModelMeta::load(dir).map_err(|e| invalid(dir, e.to_string()))?;
     let weights = dir.join(meta::WEIGHTS_FILE);
-    let (tensors, _) = read_weights(&weights)?;
+    let (tensors, _) = read_weights(&weights, meta.architecture.cells)?;
     let tensors = canonicalize(&weights, tensors, &meta.architecture)?;
     let tmp = out.with_extension(format!("safetensors.partial-{}", std::process::id()));
     let io = |error| Error::Io {

@@ -4,6 +4,7 @@
 
 pub mod fsutil;
 pub mod import;
+pub mod keras;
 pub mod pth;
 
 /// Errors of the zoo; every variant names the file concerned.
