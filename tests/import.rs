@@ -64,6 +64,8 @@ fn import_and_run(file: &str, name: &str, config: NetworkConfig, expected: &str)
         from: Some(SourceFormat::Cadene),
         pooling: None,
         force: false,
+        preprocessing: None,
+        labels: None,
     };
     let imported = import(&fixture(file), &out, &opts).unwrap();
     assert_eq!(imported.meta.architecture.pooling, PoolingRule::Tf);
@@ -146,6 +148,8 @@ fn keras_h5_maps_every_weight_to_its_canonical_key() {
         from: None,
         pooling: None,
         force: false,
+        preprocessing: None,
+        labels: None,
     };
     let imported = import(&path, &dir.path().join("m"), &opts).unwrap();
     assert_eq!(imported.format, SourceFormat::Keras);

@@ -2,7 +2,7 @@
 
 mod infer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -57,12 +57,58 @@ enum ExportFormat {
     Safetensors,
 }
 
+/// Where models come from.
+#[derive(clap::Args)]
+struct ZooArgs {
+    /// A registry file adding or overriding entries (also $NASNET_REGISTRY).
+    #[arg(long, value_name = "FILE", global = true)]
+    registry: Option<PathBuf>,
+    /// Never touch the network (also HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
+}
+
+impl ZooArgs {
+    fn registry(&self) -> anyhow::Result<nasnet_zoo::registry::Registry> {
+        Ok(nasnet_zoo::registry::Registry::load(
+            self.registry.as_deref(),
+        )?)
+    }
+
+    /// A model directory, or a zoo id (`ID[@VERSION]`) pulled on first use.
+    fn model_dir(&self, model: &str) -> anyhow::Result<PathBuf> {
+        let path = Path::new(model);
+        if path.is_dir() {
+            return Ok(path.to_path_buf());
+        }
+        if model.contains(['/', '\\']) || path.exists() {
+            anyhow::bail!("{model}: not a model directory");
+        }
+        let registry = self.registry()?;
+        let entry = registry.resolve(model)?;
+        let home = nasnet_runtime::nasnet_home();
+        let offline = self.offline || nasnet_zoo::fetch::offline_from_env();
+        if !offline && !nasnet_zoo::fetch::is_cached(entry, &home) {
+            eprintln!("pulling {} (first use)", entry.spec());
+        }
+        let opts = nasnet_zoo::fetch::PullOptions {
+            offline: self.offline,
+            force: false,
+            progress: true,
+        };
+        Ok(nasnet_zoo::fetch::pull(entry, &home, &opts)?)
+    }
+}
+
 /// How to run a model (classify, embed).
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Model directory (model.json, model.onnx, model.safetensors).
-    #[arg(long, value_name = "DIR")]
-    model: PathBuf,
+    /// A model directory (model.json, model.onnx, model.safetensors) or a zoo id
+    /// `ID[@VERSION]`, pulled on first use.
+    #[arg(long, value_name = "DIR|ID", default_value = "nasnet-a-mobile")]
+    model: String,
+    #[command(flatten)]
+    zoo: ZooArgs,
     #[arg(long, value_enum, default_value = "tract")]
     backend: infer::Backend,
     /// cpu, cuda or cuda:N (CUDA: ort, or candle built with --features cuda).
@@ -114,6 +160,24 @@ enum Command {
         /// Output model directory.
         #[arg(short, long, value_name = "DIR")]
         output: PathBuf,
+    },
+    /// List the models of the registry.
+    Models {
+        /// One JSON object per model.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        zoo: ZooArgs,
+    },
+    /// Download, verify and convert a model of the registry into the cache.
+    Pull {
+        /// `ID` (newest version) or `ID@VERSION`.
+        spec: String,
+        /// Convert again even if cached.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        zoo: ZooArgs,
     },
     /// Write a model directory's network as ONNX or its weights as safetensors.
     Export {
@@ -174,6 +238,8 @@ fn run() -> anyhow::Result<ExitCode> {
                     Pooling::Timm => PoolingRule::Timm,
                 }),
                 force,
+                preprocessing: None,
+                labels: None,
             };
             let imported = nasnet_zoo::import::import(&weights, &output, &opts)
                 .with_context(|| format!("cannot import {}", weights.display()))?;
@@ -218,9 +284,26 @@ fn run() -> anyhow::Result<ExitCode> {
             eprintln!("wrote {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Models { json, zoo } => {
+            models(&zoo, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull { spec, force, zoo } => {
+            let registry = zoo.registry()?;
+            let entry = registry.resolve(&spec)?;
+            let opts = nasnet_zoo::fetch::PullOptions {
+                offline: zoo.offline,
+                force,
+                progress: true,
+            };
+            let dir = nasnet_zoo::fetch::pull(entry, &nasnet_runtime::nasnet_home(), &opts)?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Classify { run, top_k, json } => {
             let inputs = infer::collect(&run.inputs)?;
-            let model = infer::load(&run.model, run.backend, &run.device, run.threads)?;
+            let dir = run.zoo.model_dir(&run.model)?;
+            let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
             let ok = infer::classify(&model, &inputs, run.batch_size, top_k, json)?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -234,7 +317,8 @@ fn run() -> anyhow::Result<ExitCode> {
             output,
         } => {
             let inputs = infer::collect(&run.inputs)?;
-            let model = infer::load(&run.model, run.backend, &run.device, run.threads)?;
+            let dir = run.zoo.model_dir(&run.model)?;
+            let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
             let ok = infer::embed(&model, &inputs, run.batch_size, format, output.as_deref())?;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -243,6 +327,51 @@ fn run() -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `nasnet models`.
+fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
+    let registry = zoo.registry()?;
+    let home = nasnet_runtime::nasnet_home();
+    let mut rows = vec![];
+    for e in &registry.entries {
+        let config = e.config();
+        rows.push(serde_json::json!({
+            "id": e.id,
+            "version": e.version,
+            "params": nasnet_search::init::count_parameters(&config)?,
+            "input_size": config.image_size,
+            "top1": e.accuracy.as_ref().map(|a| a.top1),
+            "cached": nasnet_zoo::fetch::is_cached(e, &home),
+            "license": e.license,
+        }));
+    }
+    if json {
+        for r in rows {
+            println!("{r}");
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<9} {:>12} {:>6} {:>7}  cached",
+        "id", "version", "params", "input", "top-1"
+    );
+    for r in rows {
+        let top1 = r["top1"]
+            .as_f64()
+            .map(|t| format!("{t:.1}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<9} {:>12} {:>6} {:>7}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["version"].as_str().unwrap_or(""),
+            r["params"].as_u64().unwrap_or(0),
+            r["input_size"].as_u64().unwrap_or(0),
+            top1,
+            if r["cached"] == true { "yes" } else { "no" }
+        );
+    }
+    Ok(())
 }
 
 /// An error message on one line (some decoders put line breaks in theirs).

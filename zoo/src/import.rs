@@ -75,6 +75,10 @@ pub struct ImportOptions {
     pub pooling: Option<PoolingRule>,
     /// Replace an existing output directory.
     pub force: bool,
+    /// Overrides the eval transform the source implies.
+    pub preprocessing: Option<Preprocessing>,
+    /// Overrides the default class names.
+    pub labels: Option<Vec<String>>,
 }
 
 /// The result of an import.
@@ -259,8 +263,14 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     let mut meta = ModelMeta {
         format_version: meta::FORMAT_VERSION,
         name: opts.name.clone(),
-        preprocessing: format.preprocessing(config.image_size),
-        labels: meta::default_labels(config.num_classes),
+        preprocessing: opts
+            .preprocessing
+            .clone()
+            .unwrap_or_else(|| format.preprocessing(config.image_size)),
+        labels: opts
+            .labels
+            .clone()
+            .unwrap_or_else(|| meta::default_labels(config.num_classes)),
         architecture: config,
         provenance: Some(Provenance {
             format: format.name().to_owned(),

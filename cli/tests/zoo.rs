@@ -1,0 +1,485 @@
+//! The zoo end to end against an HTTP server on 127.0.0.1 started by the tests: Hugging Face
+//! resolve URLs (through hf-hub) and plain URLs serving small synthetic files, pulled through
+//! a user registry. No test reaches the internet.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use candle_core::Device;
+use nasnet_search::init::{synthetic_input, synthetic_state_dict};
+use nasnet_search::{NetworkConfig, Preset};
+use serde_json::json;
+
+#[derive(Clone)]
+enum Route {
+    /// A Hugging Face resolve URL: HEAD gives the commit, etag and size; GET the bytes.
+    Hf(Vec<u8>),
+    File(Vec<u8>),
+    Status(u16),
+    /// Announces the whole length, sends half, closes.
+    Truncated(Vec<u8>),
+}
+
+struct Server {
+    base: String,
+    routes: Arc<Mutex<HashMap<String, Route>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn sha256(b: &[u8]) -> String {
+    let d = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(d.path(), b).unwrap();
+    nasnet_zoo::fsutil::sha256_file(d.path()).unwrap()
+}
+
+impl Server {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let routes: Arc<Mutex<HashMap<String, Route>>> = Default::default();
+        let log: Arc<Mutex<Vec<String>>> = Default::default();
+        let (r, l) = (routes.clone(), log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, l) = (r.clone(), l.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    l.lock().unwrap().push(format!("{method} {path}"));
+                    let route = r.lock().unwrap().get(path).cloned();
+                    let mut s = stream;
+                    let head = method == "HEAD";
+                    let reply = |s: &mut std::net::TcpStream,
+                                 status: &str,
+                                 headers: String,
+                                 body: &[u8]| {
+                        let _ =
+                            write!(s, "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n");
+                        if !head {
+                            let _ = s.write_all(body);
+                        }
+                    };
+                    match route {
+                        Some(Route::Hf(b)) => {
+                            let h = format!(
+                                "Content-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {}\r\n",
+                                b.len(),
+                                sha256(&b),
+                                "0123456789abcdef0123456789abcdef01234567"
+                            );
+                            reply(&mut s, "200 OK", h, &b);
+                        }
+                        Some(Route::File(b)) => reply(
+                            &mut s,
+                            "200 OK",
+                            format!("Content-Length: {}\r\n", b.len()),
+                            &b,
+                        ),
+                        Some(Route::Truncated(b)) => reply(
+                            &mut s,
+                            "200 OK",
+                            format!("Content-Length: {}\r\n", b.len()),
+                            &b[..b.len() / 2],
+                        ),
+                        Some(Route::Status(c)) => reply(
+                            &mut s,
+                            &format!("{c} Error"),
+                            "Content-Length: 0\r\n".into(),
+                            b"",
+                        ),
+                        None => reply(&mut s, "404 Not Found", "Content-Length: 0\r\n".into(), b""),
+                    }
+                });
+            }
+        });
+        Self { base, routes, log }
+    }
+
+    fn route(&self, path: &str, r: Route) -> String {
+        self.routes.lock().unwrap().insert(path.to_owned(), r);
+        format!("{}{path}", self.base)
+    }
+
+    fn requests(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/reference")
+        .join(name)
+}
+
+fn small(preset: Preset, filters: usize, stem_multiplier: f64, classes: usize) -> NetworkConfig {
+    let mut c = preset.config();
+    c.filters = filters;
+    c.stem_multiplier = stem_multiplier;
+    c.num_classes = classes;
+    c
+}
+
+/// A sandbox: its own cache, Hugging Face home, registry, and the server as hub endpoint.
+struct Env {
+    dir: tempfile::TempDir,
+    server: Server,
+}
+
+impl Env {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            server: Server::start(),
+        }
+    }
+
+    fn registry(&self, entries: serde_json::Value) -> PathBuf {
+        let p = self.dir.path().join("registry.json");
+        std::fs::write(
+            &p,
+            json!({"format_version": 1, "models": entries}).to_string(),
+        )
+        .unwrap();
+        p
+    }
+
+    fn nasnet(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_nasnet"))
+            .args(args)
+            .env("NASNET_HOME", self.dir.path().join("home"))
+            .env("HF_HOME", self.dir.path().join("hf"))
+            .env("HF_ENDPOINT", &self.server.base)
+            .env_remove("HF_HUB_OFFLINE")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("NASNET_REGISTRY")
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.nasnet(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.nasnet(args);
+        assert!(!out.status.success(), "expected failure: {args:?}");
+        let e = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    /// Logits of `nasnet classify` on the synthetic input.
+    fn logits(&self, model: &str, registry: &Path, size: usize, classes: usize) -> Vec<f32> {
+        let x = self.dir.path().join(format!("x{size}.npy"));
+        synthetic_input(1, size).unwrap().write_npy(&x).unwrap();
+        let out = self.ok(&[
+            "classify",
+            "--model",
+            model,
+            "--registry",
+            registry.to_str().unwrap(),
+            "--backend",
+            "candle",
+            "--json",
+            "--top-k",
+            &classes.to_string(),
+            x.to_str().unwrap(),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let mut l = vec![0f32; classes];
+        for p in v["predictions"].as_array().unwrap() {
+            l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap() as f32;
+        }
+        l
+    }
+}
+
+fn entry(id: &str, config: &NetworkConfig, source: serde_json::Value) -> serde_json::Value {
+    json!({
+        "id": id, "version": "1.0.0", "arch": "nasnet-a-mobile", "config": config,
+        "pooling": "tf", "preprocessing": "cadene", "num_classes": config.num_classes,
+        "license": "test", "sources": [source],
+    })
+}
+
+#[test]
+fn pull_every_upstream_format_and_match_a_direct_import() {
+    let env = Env::new();
+    // timm safetensors (Large layout, small width) on the hub.
+    let large = small(Preset::Large, 8, 0.75, 10);
+    let st = env.dir.path().join("model.safetensors");
+    candle_core::safetensors::save(&synthetic_state_dict(&large, &HashMap::new()).unwrap(), &st)
+        .unwrap();
+    let st_bytes = std::fs::read(&st).unwrap();
+    env.server.route(
+        "/acme/nasnet-large-small/resolve/v1/model.safetensors",
+        Route::Hf(st_bytes.clone()),
+    );
+    let large_timm = {
+        let mut c = large.clone();
+        c.pooling = nasnet_core::PoolingRule::Timm;
+        c
+    };
+    let mut timm_entry = entry(
+        "large-timm",
+        &large_timm,
+        json!({
+        "hf": {"repo": "acme/nasnet-large-small", "revision": "v1", "file": "model.safetensors"},
+        "sha256": sha256(&st_bytes), "format": "timm"}),
+    );
+    timm_entry["arch"] = json!("nasnet-a-large");
+    timm_entry["pooling"] = json!("timm");
+    // Cadene .pth files (legacy and zip) behind a first mirror that fails.
+    let broken = env.server.route("/down/x.pth", Route::Status(500));
+    let legacy = env.server.route(
+        "/files/mobile_small_legacy.pth",
+        Route::File(std::fs::read(fixture("mobile_small_legacy.pth")).unwrap()),
+    );
+    let zip = env.server.route(
+        "/files/large_small_zip.pth",
+        Route::File(std::fs::read(fixture("large_small_zip.pth")).unwrap()),
+    );
+    let keras_bytes = std::fs::read(fixture("keras_mobile_small.h5")).unwrap();
+    let keras = env.server.route(
+        "/files/keras_mobile_small.h5",
+        Route::File(keras_bytes.clone()),
+    );
+    let mobile = small(Preset::Mobile, 8, 0.25, 10);
+    let mut cadene_large = entry(
+        "large-cadene",
+        &large,
+        json!({"url": [zip], "format": "cadene"}),
+    );
+    cadene_large["arch"] = json!("nasnet-a-large");
+    let registry = env.registry(json!([
+        timm_entry,
+        entry(
+            "mobile-cadene",
+            &mobile,
+            json!({"url": [broken, legacy], "format": "cadene"})
+        ),
+        cadene_large,
+        entry(
+            "mobile-keras",
+            &mobile,
+            json!({"url": [keras], "md5": md5_hex(&keras_bytes), "format": "keras"})
+        ),
+    ]));
+    let reg = registry.to_str().unwrap();
+    let cases: [(&str, PathBuf, &str, &NetworkConfig); 4] = [
+        ("large-timm", st.clone(), "timm", &large_timm),
+        (
+            "mobile-cadene",
+            fixture("mobile_small_legacy.pth"),
+            "cadene",
+            &mobile,
+        ),
+        (
+            "large-cadene",
+            fixture("large_small_zip.pth"),
+            "cadene",
+            &large,
+        ),
+        (
+            "mobile-keras",
+            fixture("keras_mobile_small.h5"),
+            "keras",
+            &mobile,
+        ),
+    ];
+    for (id, file, from, config) in cases {
+        let dir = env.ok(&["pull", id, "--registry", reg]);
+        assert!(Path::new(dir.trim()).join("model.onnx").exists(), "{id}");
+        let pulled = env.logits(id, &registry, config.image_size, 10);
+        // The same file imported directly.
+        let direct = env.dir.path().join(format!("direct-{id}"));
+        let opts = nasnet_zoo::import::ImportOptions {
+            name: id.into(),
+            config: (*config).clone(),
+            from: Some(match from {
+                "timm" => nasnet_zoo::import::SourceFormat::Timm,
+                "keras" => nasnet_zoo::import::SourceFormat::Keras,
+                _ => nasnet_zoo::import::SourceFormat::Cadene,
+            }),
+            pooling: None,
+            force: false,
+            preprocessing: None,
+            labels: None,
+        };
+        nasnet_zoo::import::import(&file, &direct, &opts).unwrap();
+        let (_, net) = nasnet_search::load_model_dir(&direct, &Device::Cpu).unwrap();
+        let x = synthetic_input(1, config.image_size).unwrap();
+        let want: Vec<f32> = net
+            .forward(&x)
+            .unwrap()
+            .logits
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let d = want
+            .iter()
+            .zip(&pulled)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        eprintln!("{id}: pulled vs direct import max |Δ| = {d:e}");
+        assert!(d < 1e-5, "{id}: {d}");
+    }
+    let log = env.server.log.lock().unwrap().clone();
+    assert!(
+        log.contains(&"GET /down/x.pth".to_string()),
+        "the failing mirror was tried first: {log:?}"
+    );
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    md5::Md5::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+#[test]
+fn cache_offline_checksum_truncation_and_overrides() {
+    let env = Env::new();
+    let mobile = small(Preset::Mobile, 8, 0.25, 10);
+    let legacy_bytes = std::fs::read(fixture("mobile_small_legacy.pth")).unwrap();
+    let url = env
+        .server
+        .route("/files/mobile.pth", Route::File(legacy_bytes.clone()));
+    let bad = env
+        .server
+        .route("/files/bad.pth", Route::File(legacy_bytes.clone()));
+    let cut = env
+        .server
+        .route("/files/cut.pth", Route::Truncated(legacy_bytes.clone()));
+    // A user registry overriding the built-in nasnet-a-mobile@1.0.0: the default model.
+    let registry = env.registry(json!([
+        entry(
+            "nasnet-a-mobile",
+            &mobile,
+            json!({"url": [url], "sha256": sha256(&legacy_bytes), "format": "cadene"})
+        ),
+        entry(
+            "bad-sum",
+            &mobile,
+            json!({"url": [bad], "sha256": "00".repeat(32), "format": "cadene"})
+        ),
+        entry("cut", &mobile, json!({"url": [cut], "format": "cadene"})),
+    ]));
+    let reg = registry.to_str().unwrap();
+    let home = env.dir.path().join("home");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg");
+    let photo = photo.to_str().unwrap();
+
+    // Offline without cache: says what is missing, touches nothing.
+    let e = env.fails(&["classify", "--registry", reg, "--offline", photo]);
+    assert!(e.contains("offline") && e.contains("mobile.pth"), "{e}");
+    assert_eq!(env.server.requests(), 0);
+
+    // First use pulls (default model = nasnet-a-mobile, overridden), then classifies.
+    let out = env.ok(&["classify", "--registry", reg, "--json", photo]);
+    assert_eq!(out.lines().count(), 1);
+    let after_first = env.server.requests();
+    assert_eq!(after_first, 1);
+    // Second time: from the cache, no request; offline too.
+    env.ok(&["classify", "--registry", reg, photo]);
+    env.ok(&["classify", "--registry", reg, "--offline", photo]);
+    env.ok(&["pull", "nasnet-a-mobile", "--registry", reg]);
+    assert_eq!(env.server.requests(), after_first, "served from the cache");
+    let models = env.ok(&["models", "--registry", reg, "--json"]);
+    let cached: Vec<serde_json::Value> = models
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|m| m["id"] == "nasnet-a-mobile" && m["cached"] == true),
+        "{models}"
+    );
+    assert!(
+        cached
+            .iter()
+            .any(|m| m["id"] == "nasnet-a-large" && m["cached"] == false),
+        "{models}"
+    );
+
+    // Checksum mismatch: both hashes, nothing kept.
+    let e = env.fails(&["pull", "bad-sum", "--registry", reg]);
+    assert!(
+        e.contains(&"00".repeat(32)) && e.contains(&sha256(&legacy_bytes)),
+        "{e}"
+    );
+    assert!(!home.join("downloads/bad.pth").exists());
+    assert!(!home.join("models/bad-sum").join("1.0.0").exists());
+
+    // Truncated transfer: an error, and no file that later counts as complete.
+    let e = env.fails(&["pull", "cut", "--registry", reg]);
+    assert!(e.contains("cut.pth") && e.contains("bytes"), "{e}");
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("downloads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("cut")),
+        "{leftovers:?}"
+    );
+    let e = env.fails(&["pull", "cut", "--registry", reg, "--offline"]);
+    assert!(e.contains("offline"), "{e}");
+
+    // Unknown ids and bad registries are one clear line.
+    let e = env.fails(&["pull", "resnet50", "--registry", reg]);
+    assert!(e.contains("resnet50") && e.contains("known"), "{e}");
+    let broken = env.dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"models\": [").unwrap();
+    let e = env.fails(&["models", "--registry", broken.to_str().unwrap()]);
+    assert!(e.contains("broken.json") && e.contains("registry"), "{e}");
+}
+
+#[test]
+fn hub_downloads_are_cached_by_hf_hub() {
+    let env = Env::new();
+    let mobile = small(Preset::Mobile, 8, 0.25, 10);
+    let bytes = std::fs::read(fixture("mobile_small_legacy.pth")).unwrap();
+    env.server
+        .route("/acme/m/resolve/main/w.pth", Route::Hf(bytes.clone()));
+    let registry = env.registry(json!([entry("hub-mobile", &mobile, json!({
+        "hf": {"repo": "acme/m", "revision": "main", "file": "w.pth"}, "sha256": sha256(&bytes), "format": "cadene"}))]));
+    let reg = registry.to_str().unwrap();
+    env.ok(&["pull", "hub-mobile", "--registry", reg]);
+    let n = env.server.requests();
+    assert!(n >= 2, "HEAD and GET");
+    // Converted model removed, source still in the Hugging Face cache: offline re-conversion.
+    std::fs::remove_dir_all(env.dir.path().join("home/models")).unwrap();
+    env.ok(&["pull", "hub-mobile", "--registry", reg, "--offline"]);
+    assert_eq!(env.server.requests(), n);
+    assert!(
+        env.dir.path().join("hf").exists(),
+        "hf-hub's cache under HF_HOME"
+    );
+}
