@@ -60,11 +60,11 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
         };
         let import_opts = ImportOptions {
             name: entry.spec(),
-            config: entry.config(),
+            config: entry.config_for(source),
             from: Some(source.format.into()),
-            pooling: Some(entry.pooling),
+            pooling: Some(entry.config_for(source).pooling),
             force: true,
-            preprocessing: Some(entry.preprocessing()),
+            preprocessing: Some(entry.preprocessing_for(source)),
             labels: Some(entry.labels()),
         };
         if let Some(parent) = dir.parent() {

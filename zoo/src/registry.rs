@@ -45,6 +45,12 @@ pub struct Source {
     pub sha256_prefix: Option<String>,
     /// The upstream layout, which selects the importer.
     pub format: Format,
+    /// Overrides the entry's pooling rule for this source (a fallback of another lineage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<PoolingRule>,
+    /// Overrides the entry's eval transform for this source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Transform>,
 }
 
 /// Serialized names of [`SourceFormat`].
@@ -132,9 +138,17 @@ impl Entry {
         c
     }
 
-    pub fn preprocessing(&self) -> Preprocessing {
+    /// The configuration for weights from `source`.
+    pub fn config_for(&self, source: &Source) -> NetworkConfig {
+        let mut c = self.config();
+        c.pooling = source.pooling.unwrap_or(self.pooling);
+        c
+    }
+
+    /// The eval transform for weights from `source`.
+    pub fn preprocessing_for(&self, source: &Source) -> Preprocessing {
         let size = self.config().image_size;
-        match self.preprocessing {
+        match source.preprocessing.unwrap_or(self.preprocessing) {
             Transform::Timm => Preprocessing::timm(size),
             Transform::Cadene => Preprocessing::cadene(size),
         }
@@ -298,6 +312,10 @@ mod tests {
             large.sources[0].hf.as_ref().unwrap().repo,
             "timm/nasnetalarge.tf_in1k"
         );
+        let fallback = &large.sources[1];
+        assert_eq!(fallback.sha256_prefix.as_deref(), Some("a1897284"));
+        assert_eq!(large.config_for(fallback).pooling, PoolingRule::Tf);
+        assert_eq!(large.preprocessing_for(fallback).resize, 378);
         let mobile = r.resolve("nasnet-a-mobile@1.0.0").unwrap();
         assert_eq!(
             mobile.sources[0].md5.as_deref(),
