@@ -124,13 +124,32 @@ fn truncated_checkpoints_are_rejected_with_the_file_name() {
     }
 }
 
+fn keras_maps_exactly(file: &str, c: &NetworkConfig) {
+    let path = fixture(file);
+    let (tensors, container) = read_weights(&path, c.cells).unwrap();
+    assert_eq!(container, Container::KerasH5);
+    let canonical = nasnet::zoo::import::canonicalize(&path, tensors, c).unwrap();
+    let expected = nasnet::search::init::synthetic_state_dict(c, &Default::default()).unwrap();
+    assert_eq!(canonical.len(), expected.len());
+    for (k, v) in &expected {
+        assert_eq!(values(&canonical[k]), values(v), "{file}: {k}");
+    }
+}
+
+#[test]
+fn keras_h5_with_large_wiring() {
+    let mut c = small(Preset::Large, 8, 0.75, 10);
+    c.cells = 2;
+    keras_maps_exactly("keras_large_small.h5", &c);
+}
+
 #[test]
 fn keras_h5_maps_every_weight_to_its_canonical_key() {
     // Written by Keras's own NASNet builder (legacy HDF5 layout), each weight holding the
     // synthetic value of the key it should map to, in Keras's layout.
     let c = small(Preset::Mobile, 8, 0.25, 10);
-    let (tensors, container) = read_weights(&fixture("keras_mobile_small.h5"), c.cells).unwrap();
-    assert_eq!(container, Container::KerasH5);
+    keras_maps_exactly("keras_mobile_small.h5", &c);
+    let (tensors, _) = read_weights(&fixture("keras_mobile_small.h5"), c.cells).unwrap();
     let path = fixture("keras_mobile_small.h5");
     let canonical = nasnet::zoo::import::canonicalize(&path, tensors, &c).unwrap();
     let expected = nasnet::search::init::synthetic_state_dict(&c, &Default::default()).unwrap();

@@ -273,22 +273,40 @@ fn pull_every_upstream_format_and_match_a_direct_import() {
         json!({"url": [zip], "format": "cadene"}),
     );
     cadene_large["arch"] = json!("nasnet-a-large");
+    // Keras, Large wiring (2 blocks per stage).
+    let mut large2 = large.clone();
+    large2.cells = 2;
+    let keras_large = env.server.route(
+        "/files/keras_large_small.h5",
+        Route::File(std::fs::read(fixture("keras_large_small.h5")).unwrap()),
+    );
+    let mut keras_large_entry = entry(
+        "large-keras",
+        &large2,
+        json!({"url": [keras_large], "format": "keras"}),
+    );
+    keras_large_entry["arch"] = json!("nasnet-a-large");
+    // Mobile as safetensors in Cadene's layout, on the hub.
+    let mst = env.dir.path().join("mobile.safetensors");
+    candle_core::safetensors::save(
+        &synthetic_state_dict(&mobile, &HashMap::new()).unwrap(),
+        &mst,
+    )
+    .unwrap();
+    env.server.route(
+        "/acme/m/resolve/main/mobile.safetensors",
+        Route::Hf(std::fs::read(&mst).unwrap()),
+    );
     let registry = env.registry(json!([
         timm_entry,
-        entry(
-            "mobile-cadene",
-            &mobile,
-            json!({"url": [broken, legacy], "format": "cadene"})
-        ),
+        entry("mobile-cadene", &mobile, json!({"url": [broken, legacy], "format": "cadene"})),
         cadene_large,
-        entry(
-            "mobile-keras",
-            &mobile,
-            json!({"url": [keras], "md5": md5_hex(&keras_bytes), "format": "keras"})
-        ),
+        entry("mobile-keras", &mobile, json!({"url": [keras], "md5": md5_hex(&keras_bytes), "format": "keras"})),
+        keras_large_entry,
+        entry("mobile-st", &mobile, json!({"hf": {"repo": "acme/m", "revision": "main", "file": "mobile.safetensors"}, "format": "cadene"})),
     ]));
     let reg = registry.to_str().unwrap();
-    let cases: [(&str, PathBuf, &str, &NetworkConfig); 4] = [
+    let cases: [(&str, PathBuf, &str, &NetworkConfig); 6] = [
         ("large-timm", st.clone(), "timm", &large_timm),
         (
             "mobile-cadene",
@@ -308,6 +326,13 @@ fn pull_every_upstream_format_and_match_a_direct_import() {
             "keras",
             &mobile,
         ),
+        (
+            "large-keras",
+            fixture("keras_large_small.h5"),
+            "keras",
+            &large2,
+        ),
+        ("mobile-st", mst.clone(), "cadene", &mobile),
     ];
     for (id, file, from, config) in cases {
         let dir = env.ok(&["pull", id, "--registry", reg]);

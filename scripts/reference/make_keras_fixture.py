@@ -1,8 +1,9 @@
-"""A Keras NASNet weight file (legacy HDF5 layout, as `NASNet-mobile.h5`) with synthetic
-weights, for tests of the Keras importer (tests/fixtures/reference/keras_mobile_small.h5).
+"""Keras NASNet weight files (legacy HDF5 layout, as `NASNet-mobile.h5`) with synthetic
+weights, for tests of the Keras importer (tests/fixtures/reference/keras_{mobile,large}_small.h5).
 
-The network is Keras's own builder (`keras.src.applications.nasnet.NASNet`) at reduced width:
-Mobile wiring, 4 blocks per stage, penultimate 192 (F = 8), stem 8, 10 classes. Each Keras
+The networks are Keras's own builder (`keras.src.applications.nasnet.NASNet`) at reduced width:
+Mobile wiring (4 blocks per stage, stem 8) and Large wiring (skip_reduction, 2 blocks per
+stage, stem 24), penultimate 192 (F = 8), 10 classes. Each Keras
 weight gets the synthetic value of the canonical key it maps to (docs/synthetic-weights.md),
 in Keras's layout (HWIO kernels, (in, out) dense), so an importer that maps and transposes
 correctly reproduces `synthetic(key)` exactly.
@@ -18,8 +19,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from synthetic import synthetic  # noqa: E402
 
-OUT = os.path.join("tests", "fixtures", "reference", "keras_mobile_small.h5")
-N = 4  # blocks per stage
+OUT_DIR = os.path.join("tests", "fixtures", "reference")
+N = 4  # blocks per stage (set per fixture in main)
 
 SEP = {
     "normal_left1": "comb_iter_0_left", "normal_right1": "comb_iter_0_right",
@@ -89,14 +90,17 @@ def to_keras(name, value, kind):
     return value
 
 
-def main():
+def build(name, size, blocks, stem, skip):
+    global N
     import keras
     from keras.src.applications.nasnet import NASNet
     from keras.src.legacy.saving import legacy_h5_format
 
-    m = NASNet(input_shape=(224, 224, 3), penultimate_filters=192, num_blocks=N, stem_block_filters=8,
-               skip_reduction=False, filter_multiplier=2, include_top=True, weights=None, classes=10,
-               default_size=224)
+    N = blocks
+    out = os.path.join(OUT_DIR, name)
+    m = NASNet(input_shape=(size, size, 3), penultimate_filters=192, num_blocks=blocks, stem_block_filters=stem,
+               skip_reduction=skip, filter_multiplier=2, include_top=True, weights=None, classes=10,
+               default_size=size)
     fr_cells = {cell(l.name[len("adjust_conv_1_"):]) for l in m.layers if l.name.startswith("adjust_conv_1_")}
     for layer in m.layers:
         values = []
@@ -116,9 +120,16 @@ def main():
             values.append(to_keras(key, synthetic(key, cshape), kind))
         if values:
             layer.set_weights(values)
-    with h5py.File(OUT, "w") as f:
+    with h5py.File(out, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, m)
-    print(OUT, os.path.getsize(OUT), "bytes,", len(m.weights), "weights, keras", keras.__version__)
+    print(out, os.path.getsize(out), "bytes,", len(m.weights), "weights, keras", keras.__version__)
+
+
+def main():
+    # Mobile wiring: 4 blocks per stage, F = 8, stem 8.
+    build("keras_mobile_small.h5", 224, 4, 8, False)
+    # Large wiring (skip_reduction): 2 blocks per stage, F = 8, stem 24, 331 px.
+    build("keras_large_small.h5", 331, 2, 24, True)
 
 
 if __name__ == "__main__":
