@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace
+./scripts/test-bindings.sh

@@ -154,6 +154,15 @@ enum Command {
     Synthetic {
         #[arg(long, value_enum)]
         arch: Arch,
+        /// Override F (a narrower network, e.g. for tests).
+        #[arg(long)]
+        filters: Option<usize>,
+        /// Override the stem multiplier.
+        #[arg(long)]
+        stem_multiplier: Option<f64>,
+        /// Override the number of classes.
+        #[arg(long)]
+        classes: Option<usize>,
         /// Replace DIR if it exists.
         #[arg(long)]
         force: bool,
@@ -254,11 +263,18 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Synthetic {
             arch,
+            filters,
+            stem_multiplier,
+            classes,
             force,
             output,
         } => {
             let preset = Preset::from(arch);
-            nasnet_zoo::import::write_synthetic(&output, preset, force)?;
+            let mut config = preset.config();
+            config.filters = filters.unwrap_or(config.filters);
+            config.stem_multiplier = stem_multiplier.unwrap_or(config.stem_multiplier);
+            config.num_classes = classes.unwrap_or(config.num_classes);
+            nasnet_zoo::import::write_synthetic_config(&output, preset.name(), config, force)?;
             eprintln!(
                 "wrote {} with synthetic weights into {} (predictions are meaningless)",
                 preset.name(),

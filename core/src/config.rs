@@ -198,6 +198,20 @@ impl NetworkConfig {
         }
     }
 
+    /// Width of the pooled features: the last normal cell's output channels (24 F for
+    /// NASNet-A).
+    pub fn num_features(&self) -> usize {
+        let f = self.scaled_filters(self.filter_scaling_rate * self.filter_scaling_rate);
+        let g = &self.genotype.normal;
+        g.output_states()
+            .iter()
+            .map(|&s| match s.checked_sub(2).and_then(|b| g.blocks.get(b)) {
+                Some(b) if b.combine == crate::space::Combine::Concat => 2 * f,
+                _ => f,
+            })
+            .sum()
+    }
+
     /// Total number of cells that count for drop-path scheduling (TF `total_num_cells`).
     pub fn total_num_cells(&self) -> usize {
         3 * self.cells + 2 + if self.stem == Stem::Imagenet { 2 } else { 0 }
@@ -265,6 +279,8 @@ mod tests {
         assert_eq!(NetworkConfig::nasnet_a_large().filters * 24, 4032);
         assert_eq!(NetworkConfig::nasnet_a_mobile().filters * 24, 1056);
         assert_eq!(NetworkConfig::nasnet_a_cifar().filters * 24, 768);
+        assert_eq!(NetworkConfig::nasnet_a_large().num_features(), 4032);
+        assert_eq!(NetworkConfig::nasnet_a_mobile().num_features(), 1056);
         assert_eq!(NetworkConfig::nasnet_a_large().stem_filters(), 96);
         assert_eq!(NetworkConfig::nasnet_a_mobile().stem_filters(), 32);
         assert_eq!(NetworkConfig::nasnet_a_cifar().stem_filters(), 96);

@@ -106,6 +106,46 @@ pub fn load_image(path: &Path, p: &Preprocessing) -> Result<Vec<f32>, ImageError
     Ok(preprocess(&decode(path)?, p))
 }
 
+/// Preprocesses an 8-bit RGB or RGBA buffer, `stride` bytes per row.
+pub fn preprocess_pixels(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    channels: usize,
+    p: &Preprocessing,
+) -> Result<Vec<f32>, String> {
+    if width == 0 || height == 0 {
+        return Err(format!("image is empty ({width}x{height})"));
+    }
+    if channels != 3 && channels != 4 {
+        return Err(format!(
+            "{channels} channels: expected RGB8 (3) or RGBA8 (4)"
+        ));
+    }
+    let row = width as usize * channels;
+    if stride < row {
+        return Err(format!(
+            "stride {stride} is smaller than a row ({width} pixels x {channels} bytes = {row})"
+        ));
+    }
+    let needed = stride * (height as usize - 1) + row;
+    if pixels.len() < needed {
+        return Err(format!(
+            "buffer of {} bytes is smaller than {needed}",
+            pixels.len()
+        ));
+    }
+    let mut rgb = image::RgbImage::new(width, height);
+    for (y, out) in rgb.rows_mut().enumerate() {
+        let src = &pixels[y * stride..y * stride + row];
+        for (px, s) in out.zip(src.chunks_exact(channels)) {
+            *px = image::Rgb([s[0], s[1], s[2]]);
+        }
+    }
+    Ok(preprocess(&DynamicImage::ImageRgb8(rgb), p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +178,30 @@ mod tests {
         assert_eq!(v.len(), 3 * 224 * 224);
         assert_eq!(v[0], -1.0);
         assert_eq!(v[224 * 224 - 1], 1.0);
+    }
+
+    #[test]
+    fn pixel_buffers_with_stride() {
+        let p = Preprocessing::cadene(224);
+        // 2 x 2 RGBA with 4 bytes of row padding: all white.
+        let buf = vec![255u8; 12 * 2];
+        let v = preprocess_pixels(&buf, 2, 2, 12, 4, &p).unwrap();
+        assert!(v.iter().all(|&x| x == 1.0));
+        assert!(
+            preprocess_pixels(&buf, 2, 2, 7, 4, &p)
+                .unwrap_err()
+                .contains("stride")
+        );
+        assert!(
+            preprocess_pixels(&buf, 3, 3, 12, 4, &p)
+                .unwrap_err()
+                .contains("smaller")
+        );
+        assert!(
+            preprocess_pixels(&buf, 0, 2, 12, 4, &p)
+                .unwrap_err()
+                .contains("empty")
+        );
     }
 
     #[test]

@@ -316,11 +316,20 @@ pub fn write_model_dir(
 /// Writes a model directory for `preset` with [`nasnet_search::init::synthetic`] weights and
 /// the Cadene evaluation transform.
 pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelMeta> {
-    let config = preset.config();
+    write_synthetic_config(out, preset.name(), preset.config(), force)
+}
+
+/// Writes a model directory for any configuration with synthetic weights.
+pub fn write_synthetic_config(
+    out: &Path,
+    name: &str,
+    config: NetworkConfig,
+    force: bool,
+) -> Result<ModelMeta> {
     let tensors = nasnet_search::init::synthetic_state_dict(&config, &HashMap::new())?;
     let mut meta = ModelMeta {
         format_version: meta::FORMAT_VERSION,
-        name: format!("{} (synthetic weights)", preset.name()),
+        name: format!("{name} (synthetic weights)"),
         preprocessing: Preprocessing::cadene(config.image_size),
         labels: meta::default_labels(config.num_classes),
         architecture: config,

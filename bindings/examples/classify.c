@@ -1,0 +1,133 @@
+/* Classify images with libnasnet and print one JSON object per image, in the format of
+ * `nasnet classify --json`:
+ *
+ *   classify [--top-k K] [--backend tract|ort] [--check-errors] MODEL_DIR IMAGE...
+ *
+ * --check-errors first exercises the error paths (null arguments, bad sizes and strides, a
+ * missing file, a too-small buffer, a double close) and fails if any of them misbehaves. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nasnet.h"
+
+static void json_string(const char *s) {
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+#define EXPECT(call, status)                                                         \
+    do {                                                                             \
+        NasnetStatus s_ = (call);                                                    \
+        if (s_ != (status)) {                                                        \
+            fprintf(stderr, "%s:%d: %s returned %d, expected %d (%s)\n", __FILE__,   \
+                    __LINE__, #call, (int)s_, (int)(status),                          \
+                    nasnet_last_error() ? nasnet_last_error() : "no message");        \
+            return 1;                                                                \
+        }                                                                            \
+    } while (0)
+
+static int check_errors(const char *dir, const char *image) {
+    NasnetModel *m = NULL;
+    NasnetPrediction out[5];
+    size_t n = 0;
+    unsigned char pixels[4 * 4 * 4] = {0};
+    float features[4];
+
+    EXPECT(nasnet_model_open(NULL, NULL, &m), NASNET_STATUS_NULL_ARGUMENT);
+    if (!nasnet_last_error()) return 1;
+    EXPECT(nasnet_model_open(dir, NULL, NULL), NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_model_open("/nonexistent/model", NULL, &m), NASNET_STATUS_MODEL);
+    EXPECT(nasnet_model_open_zoo("../escape", NULL, &m), NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_model_open(dir, NULL, &m), NASNET_STATUS_OK);
+    EXPECT(nasnet_classify_file(NULL, image, 5, out, 5, &n), NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_classify_file(m, "/nonexistent.jpg", 5, out, 5, &n), NASNET_STATUS_IO);
+    EXPECT(nasnet_classify_file(m, image, 5, out, 2, &n), NASNET_STATUS_BUFFER_TOO_SMALL);
+    if (n != 5) return 1;
+    EXPECT(nasnet_classify_file(m, image, 5, NULL, 5, &n), NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_classify_image(m, pixels, 0, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, 5, out, 5, &n),
+           NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_classify_image(m, pixels, 4, 4, 15, NASNET_PIXEL_FORMAT_RGBA8, 5, out, 5, &n),
+           NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_classify_image(m, NULL, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, 5, out, 5, &n),
+           NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_classify_image(m, pixels, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, 5, out, 5, &n),
+           NASNET_STATUS_OK);
+    EXPECT(nasnet_classify_tensor(m, features, 4, 5, out, 5, &n), NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_features_file(m, image, features, 4, &n), NASNET_STATUS_BUFFER_TOO_SMALL);
+    if (nasnet_model_label(m, 1u << 30) != NULL) return 1;
+    NasnetPrediction *owned = NULL;
+    size_t count = 0;
+    EXPECT(nasnet_classify_file_alloc(m, image, 3, &owned, &count), NASNET_STATUS_OK);
+    if (count != 3 || owned == NULL) return 1;
+    nasnet_predictions_free(owned, count);
+    nasnet_predictions_free(NULL, 0);
+    EXPECT(nasnet_model_close(&m), NASNET_STATUS_OK);
+    if (m != NULL) return 1;
+    EXPECT(nasnet_model_close(&m), NASNET_STATUS_NULL_ARGUMENT); /* double close */
+    EXPECT(nasnet_model_close(NULL), NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_options_default(NULL), NASNET_STATUS_NULL_ARGUMENT);
+    fprintf(stderr, "error paths: ok\n");
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    size_t k = 5;
+    int check = 0, i = 1;
+    NasnetOptions opts;
+    nasnet_options_default(&opts);
+    for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
+        if (strcmp(argv[i], "--top-k") == 0 && i + 1 < argc) k = (size_t)atoi(argv[++i]);
+        else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
+            opts.backend = strcmp(argv[++i], "ort") == 0 ? NASNET_BACKEND_ORT : NASNET_BACKEND_TRACT;
+        else if (strcmp(argv[i], "--check-errors") == 0) check = 1;
+        else break;
+    }
+    if (argc - i < 2) {
+        fprintf(stderr, "usage: %s [--top-k K] [--backend tract|ort] [--check-errors] MODEL_DIR IMAGE...\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[i++];
+    if (check && check_errors(dir, argv[i]) != 0) return 1;
+
+    NasnetModel *model = NULL;
+    if (nasnet_model_open(dir, &opts, &model) != NASNET_STATUS_OK) {
+        fprintf(stderr, "classify: %s\n", nasnet_last_error());
+        return 1;
+    }
+    NasnetModelInfo info;
+    nasnet_model_info(model, &info);
+    if (k > info.num_classes) k = info.num_classes;
+    NasnetPrediction *preds = calloc(k ? k : 1, sizeof *preds);
+    int failed = 0;
+    for (; i < argc; i++) {
+        size_t n = 0;
+        if (nasnet_classify_file(model, argv[i], k, preds, k, &n) != NASNET_STATUS_OK) {
+            fprintf(stderr, "classify: %s\n", nasnet_last_error());
+            failed = 1;
+            continue;
+        }
+        printf("{\"input\":");
+        json_string(argv[i]);
+        printf(",\"model\":");
+        json_string(nasnet_model_name(model));
+        printf(",\"backend\":");
+        json_string(nasnet_model_backend(model));
+        printf(",\"predictions\":[");
+        for (size_t j = 0; j < n; j++) {
+            printf("%s{\"index\":%zu,\"label\":", j ? "," : "", preds[j].index);
+            json_string(preds[j].label);
+            printf(",\"probability\":%.9g,\"logit\":%.9g}", preds[j].probability, preds[j].logit);
+        }
+        printf("]}\n");
+    }
+    free(preds);
+    nasnet_model_close(&model);
+    return failed;
+}
