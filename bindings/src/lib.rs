@@ -234,8 +234,20 @@ fn open_dir(dir: &Path, opts: Option<&NasnetOptions>) -> Res<NasnetModel> {
     })
 }
 
-unsafe fn store(out: *mut *mut NasnetModel, m: NasnetModel) {
-    unsafe { out.write(Box::into_raw(Box::new(m))) };
+/// Opens the directory `find` names and stores the handle in `*out`.
+unsafe fn open_into(
+    opts: *const NasnetOptions,
+    out: *mut *mut NasnetModel,
+    find: impl FnOnce() -> Res<PathBuf>,
+) -> NasnetStatus {
+    guard(|| {
+        if out.is_null() {
+            return fail(NasnetStatus::NullArgument, "out is null");
+        }
+        let m = open_dir(&find()?, unsafe { opts.as_ref() })?;
+        unsafe { out.write(Box::into_raw(Box::new(m))) };
+        Ok(())
+    })
 }
 
 /// Opens a model directory (`model.json` + `model.onnx`). `opts` may be null (defaults).
@@ -246,15 +258,7 @@ pub unsafe extern "C" fn nasnet_model_open(
     opts: *const NasnetOptions,
     out: *mut *mut NasnetModel,
 ) -> NasnetStatus {
-    guard(|| {
-        if out.is_null() {
-            return fail(NasnetStatus::NullArgument, "out is null");
-        }
-        let dir = unsafe { str_arg(dir, "dir") }?;
-        let m = open_dir(Path::new(dir), unsafe { opts.as_ref() })?;
-        unsafe { store(out, m) };
-        Ok(())
-    })
+    unsafe { open_into(opts, out, || Ok(PathBuf::from(str_arg(dir, "dir")?))) }
 }
 
 /// Opens a zoo model already in the cache (`$NASNET_HOME/models/ID/VERSION`, as `nasnet
@@ -266,57 +270,56 @@ pub unsafe extern "C" fn nasnet_model_open_zoo(
     opts: *const NasnetOptions,
     out: *mut *mut NasnetModel,
 ) -> NasnetStatus {
-    guard(|| {
-        if out.is_null() {
-            return fail(NasnetStatus::NullArgument, "out is null");
+    unsafe { open_into(opts, out, || zoo_dir(str_arg(id, "id")?)) }
+}
+
+/// The cached model directory of `ID` (newest version) or `ID@VERSION`.
+fn zoo_dir(spec: &str) -> Res<PathBuf> {
+    let (id, version) = match spec.split_once('@') {
+        Some((i, v)) => (i, Some(v)),
+        None => (spec, None),
+    };
+    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        return fail(
+            NasnetStatus::InvalidArgument,
+            format!("{spec}: not a model id"),
+        );
+    }
+    let base = nasnet_runtime::nasnet_home().join("models").join(id);
+    let dir: Option<PathBuf> = match version {
+        Some(v) => Some(base.join(v)).filter(|d| d.join("model.json").exists()),
+        None => {
+            let mut versions: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(&base)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().join("model.json").exists())
+                .map(|e| {
+                    let v = e
+                        .file_name()
+                        .to_string_lossy()
+                        .split('.')
+                        .map(|p| p.parse().unwrap_or(0))
+                        .collect();
+                    (v, e.path())
+                })
+                .collect();
+            versions.sort();
+            versions.pop().map(|(_, p)| p)
         }
-        let spec = unsafe { str_arg(id, "id") }?;
-        let (id, version) = match spec.split_once('@') {
-            Some((i, v)) => (i, Some(v)),
-            None => (spec, None),
-        };
-        if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-            return fail(
-                NasnetStatus::InvalidArgument,
-                format!("{spec}: not a model id"),
-            );
-        }
-        let base = nasnet_runtime::nasnet_home().join("models").join(id);
-        let dir: Option<PathBuf> = match version {
-            Some(v) => Some(base.join(v)).filter(|d| d.join("model.json").exists()),
-            None => {
-                let mut versions: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(&base)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|e| e.path().join("model.json").exists())
-                    .map(|e| {
-                        let v = e
-                            .file_name()
-                            .to_string_lossy()
-                            .split('.')
-                            .map(|p| p.parse().unwrap_or(0))
-                            .collect();
-                        (v, e.path())
-                    })
-                    .collect();
-                versions.sort();
-                versions.pop().map(|(_, p)| p)
-            }
-        };
-        let Some(dir) = dir else {
-            return fail(
+    };
+    dir.map_or_else(
+        || {
+            fail(
                 NasnetStatus::Model,
                 format!(
                     "{spec} is not in the cache under {} (fetch it with `nasnet pull {spec}`)",
                     base.display()
                 ),
-            );
-        };
-        let m = open_dir(&dir, unsafe { opts.as_ref() })?;
-        unsafe { store(out, m) };
-        Ok(())
-    })
+            )
+        },
+        Ok,
+    )
 }
 
 /// Closes a model and sets `*model` to null. Closing a null handle (e.g. twice) returns
@@ -360,16 +363,23 @@ pub unsafe extern "C" fn nasnet_model_info(
     })
 }
 
+/// Reads a string from a model behind the panic boundary; null (with an error) on failure.
+unsafe fn model_string(
+    model: *const NasnetModel,
+    f: impl FnOnce(&NasnetModel) -> Res<*const c_char>,
+) -> *const c_char {
+    let mut out = std::ptr::null();
+    guard(|| {
+        out = f(unsafe { model_arg(model) }?)?;
+        Ok(())
+    });
+    out
+}
+
 /// The model's name (static for the model's life).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nasnet_model_name(model: *const NasnetModel) -> *const c_char {
-    match unsafe { model.as_ref() } {
-        Some(m) => m.name.as_ptr(),
-        None => {
-            set_error("model is null");
-            std::ptr::null()
-        }
-    }
+    unsafe { model_string(model, |m| Ok(m.name.as_ptr())) }
 }
 
 /// The label of class `index`, or null (with an error) when out of range.
@@ -378,34 +388,24 @@ pub unsafe extern "C" fn nasnet_model_label(
     model: *const NasnetModel,
     index: usize,
 ) -> *const c_char {
-    match unsafe { model.as_ref() } {
-        Some(m) => match m.labels.get(index) {
-            Some(l) => l.as_ptr(),
-            None => {
-                set_error(&format!(
+    unsafe {
+        model_string(model, |m| match m.labels.get(index) {
+            Some(l) => Ok(l.as_ptr()),
+            None => fail(
+                NasnetStatus::InvalidArgument,
+                format!(
                     "class {index} is out of range (the model has {})",
                     m.labels.len()
-                ));
-                std::ptr::null()
-            }
-        },
-        None => {
-            set_error("model is null");
-            std::ptr::null()
-        }
+                ),
+            ),
+        })
     }
 }
 
 /// The backend name, "tract" or "ort" (static for the model's life).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn nasnet_model_backend(model: *const NasnetModel) -> *const c_char {
-    match unsafe { model.as_ref() } {
-        Some(m) => m.backend.as_ptr(),
-        None => {
-            set_error("model is null");
-            std::ptr::null()
-        }
-    }
+    unsafe { model_string(model, |m| Ok(m.backend.as_ptr())) }
 }
 
 /// Runs one preprocessed image and writes the top `k` classes into `out[0..out_len]`.
