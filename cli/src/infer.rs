@@ -83,13 +83,13 @@ pub fn load(
 }
 
 #[cfg(feature = "cuda")]
-fn candle_cuda(n: usize) -> anyhow::Result<candle_core::Device> {
+pub fn candle_cuda(n: usize) -> anyhow::Result<candle_core::Device> {
     candle_core::Device::new_cuda(n)
         .with_context(|| format!("CUDA device {n} is not available to Candle"))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn candle_cuda(_: usize) -> anyhow::Result<candle_core::Device> {
+pub fn candle_cuda(_: usize) -> anyhow::Result<candle_core::Device> {
     bail!(
         "this nasnet was built without CUDA support for the candle backend (rebuild with --features cuda, or use --backend ort --device cuda)"
     )

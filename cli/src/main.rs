@@ -1,6 +1,8 @@
 //! `nasnet`: import pretrained NASNet-A weights and classify images.
 
 mod infer;
+mod plot;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +13,11 @@ use nasnet_core::{PoolingRule, Preset};
 use nasnet_zoo::import::{ImportOptions, SourceFormat};
 
 #[derive(Parser)]
-#[command(name = "nasnet", version, about = "NASNet-A models: import, classify")]
+#[command(
+    name = "nasnet",
+    version,
+    about = "NASNet-A models: import, pull, classify, train, evaluate"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -209,6 +215,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a NASNet network (or fine-tune a model) on a dataset; the run directory ends up
+    /// a model directory.
+    Train(Box<train::TrainArgs>),
+    /// Top-1 / top-5 accuracy of a model on a dataset's test split.
+    Eval(train::EvalArgs),
     /// Write the pooled penultimate features (embeddings) of images.
     Embed {
         #[command(flatten)]
@@ -326,6 +337,14 @@ fn run() -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Train(args) => {
+            train::run_train(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(args) => {
+            train::run_eval(args)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Embed {
             run,

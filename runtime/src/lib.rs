@@ -2,6 +2,14 @@
 //! default; CPU and mobile targets) and ONNX Runtime (`ort`, CPU or CUDA, loaded at run time) —
 //! and the evaluation preprocessing each model was trained with (from its `model.json`).
 //! Builds without Candle, so apps and the C library can use it alone.
+//!
+//! Built without the `tract` and `ort` features it keeps only the preprocessing (for code that
+//! needs the exact evaluation transform and no backend); opening a model then says which
+//! feature is missing.
+#![cfg_attr(
+    not(any(feature = "tract", feature = "ort")),
+    allow(unused, unreachable_code)
+)]
 
 mod engine;
 pub mod preprocess;
@@ -236,11 +244,13 @@ impl Model {
                 input.len()
             )));
         }
-        let raw = match &self.engine {
+        let raw: engine::RawOutputs = match &self.engine {
             #[cfg(feature = "tract")]
             Engine::Tract(e) => e.run(input, batch)?,
             #[cfg(feature = "ort")]
             Engine::Ort(e) => e.run(input, batch)?,
+            #[cfg(not(any(feature = "tract", feature = "ort")))]
+            _ => unreachable!("no engine can be built without a backend feature"),
         };
         let num_classes = raw.logits.len() / batch;
         let num_features = raw.features.len() / batch;

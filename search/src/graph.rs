@@ -4,11 +4,12 @@
 //! [`CandleGraph`] computes it with Candle; the ONNX exporter implements the same trait to
 //! record the graph instead, so the wiring exists in one place only.
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::Result;
 use crate::kernels::{self, Depthwise, Pads, Pool};
 use crate::layers::BatchNorm;
+use crate::rng::Rng;
 
 /// A convolution's geometry; the weight is `[out, in / groups, kh, kw]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,11 @@ pub struct CandleGraph {
     pub train: bool,
     /// Fraction of training done, in `[0, 1]`, for ScheduledDropPath.
     pub progress: f64,
+    /// In training mode, the weight of each batch in the batch-norm running statistics
+    /// (PyTorch's `momentum`); `None` leaves them alone.
+    pub bn_momentum: Option<f64>,
+    /// Draws dropout and drop-path masks.
+    pub rng: Rng,
     /// When `Some`, every endpoint's shape is recorded here.
     pub endpoints: Option<Vec<(String, Vec<usize>)>>,
 }
@@ -62,6 +68,33 @@ impl CandleGraph {
     /// Inference mode.
     pub fn eval() -> Self {
         Self::default()
+    }
+
+    /// Training mode at `progress` through training, masks drawn from `rng`.
+    pub fn train(progress: f64, bn_momentum: f64, rng: Rng) -> Self {
+        Self {
+            train: true,
+            progress,
+            bn_momentum: Some(bn_momentum),
+            rng,
+            endpoints: None,
+        }
+    }
+
+    /// A `[shape]` tensor of 0 / `1 / keep` values, each kept with probability `keep`.
+    fn mask(&mut self, shape: &[usize], keep: f64, like: &Tensor) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let scale = (1.0 / keep) as f32;
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                if (self.rng.uniform() as f64) < keep {
+                    scale
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Tensor::from_vec(v, shape, like.device())?.to_dtype(like.dtype())?)
     }
 
     /// Inference mode, recording the shape of every endpoint.
@@ -113,18 +146,26 @@ impl Graph for CandleGraph {
             return Ok(y.reshape((n, out, h, w))?);
         }
         let x = kernels::pad2d(x, spec.pads, 0.0)?;
+        // Drop the rows and columns no window reaches, so that candle's backward pass (which
+        // infers one output padding from the height) sees an exactly covered input.
+        let (_, _, h, w) = x.dims4()?;
+        let used = |n: usize, k: usize| {
+            let extent = spec.dilation * (k - 1) + 1;
+            (n - extent) / spec.stride * spec.stride + extent
+        };
+        let x = x.narrow(2, 0, used(h, kh))?.narrow(3, 0, used(w, kw))?;
         Ok(x.conv2d(weight, 0, spec.stride, spec.dilation, spec.groups)?)
     }
 
     fn batch_norm(&mut self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
         let c = x.dim(1)?;
         if self.train {
-            let mean = x.mean_keepdim((0, 2, 3))?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
-            let y = centered.broadcast_div(&(var + bn.eps)?.sqrt()?)?;
-            let y = y.broadcast_mul(&bn.weight.reshape((1, c, 1, 1))?)?;
-            return Ok(y.broadcast_add(&bn.bias.reshape((1, c, 1, 1))?)?);
+            let (y, stats) = kernels::batch_norm_train(x, &bn.weight, &bn.bias, bn.eps)?;
+            if let Some(momentum) = self.bn_momentum {
+                let count = x.elem_count() / c;
+                bn.update_stats(&stats.get(0)?, &stats.get(1)?, count, momentum)?;
+            }
+            return Ok(y);
         }
         let (scale, shift) = bn.scale_shift()?;
         Ok(x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
@@ -164,7 +205,8 @@ impl Graph for CandleGraph {
         if !self.train || p == 0.0 {
             return Ok(x.clone());
         }
-        Ok(candle_nn::ops::dropout(x, p as f32)?)
+        let mask = self.mask(x.dims(), 1.0 - p, x)?;
+        Ok((x * mask)?)
     }
 
     fn drop_path(&mut self, x: &Tensor, keep: f64) -> Result<Tensor> {
@@ -173,10 +215,8 @@ impl Graph for CandleGraph {
         }
         // Official "v3" schedule: the drop probability grows linearly with training progress.
         let keep = 1.0 - self.progress.clamp(0.0, 1.0) * (1.0 - keep);
-        let n = x.dim(0)?;
-        let u = Tensor::rand(0f32, 1f32, (n, 1, 1, 1), x.device())?;
-        let mask = u.lt(keep as f32)?.to_dtype(DType::F32)?;
-        Ok(x.broadcast_mul(&(mask / keep)?)?)
+        let mask = self.mask(&[x.dim(0)?, 1, 1, 1], keep, x)?;
+        Ok(x.broadcast_mul(&mask)?)
     }
 
     fn endpoint(&mut self, name: &str, x: &Tensor) {

@@ -1,7 +1,9 @@
 //! Direct CPU kernels for the two operations candle handles poorly for NASNet:
 //! depthwise convolution (candle runs `groups = C` as C separate convolutions) and padded
-//! pooling with an explicit divisor rule (candle's pools take no padding). On other devices the
-//! same operations fall back to candle primitives, so results match everywhere.
+//! pooling with an explicit divisor rule (candle's pools take no padding, and have no backward
+//! pass when kernel and stride differ). Both have backward passes written as kernels of the same
+//! kind, so training runs on them too. On other devices the same operations fall back to candle
+//! primitives, so results match everywhere.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -108,6 +110,196 @@ impl CustomOp2 for Depthwise {
             });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let gx = grad.apply_op2_no_bwd(
+            w,
+            &DepthwiseGradInput {
+                op: *self,
+                hw: [h, wd],
+            },
+        )?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let gw = x.apply_op2_no_bwd(
+            &grad,
+            &DepthwiseGradWeight {
+                op: *self,
+                kernel: [kh, kw],
+            },
+        )?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// Calls `f(oy, iy, ox_lo, ox_hi, ix0)` for every output row `oy` and kernel tap `(ky, kx)` of a
+/// strided, dilated, padded window: input row `iy`, output columns `ox_lo..ox_hi` whose input
+/// column is `ox * stride + kx * dilation - pad_left` (`ix0` for `ox_lo`).
+fn for_each_tap(
+    op: &Depthwise,
+    [h, w]: [usize; 2],
+    [oh, ow]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
+) {
+    let [pt, pl, _, _] = op.pads;
+    let (s, d) = (op.stride, op.dilation);
+    for kx in 0..kw {
+        let (ox_lo, ox_hi) = valid_range(ow, s, kx * d, pl, w);
+        if ox_lo >= ox_hi {
+            continue;
+        }
+        for ky in 0..kh {
+            let (oy_lo, oy_hi) = valid_range(oh, s, ky * d, pt, h);
+            for oy in oy_lo..oy_hi {
+                let iy = oy * s + ky * d - pt;
+                let ix0 = ox_lo * s + kx * d - pl;
+                f(ky * kw + kx, oy, iy, ox_lo, ox_hi, ix0);
+            }
+        }
+    }
+}
+
+/// Gradient of a depthwise convolution with respect to its input: `(grad [N, C, OH, OW],
+/// w [C, 1, KH, KW]) -> [N, C, H, W]`.
+#[derive(Debug, Clone, Copy)]
+struct DepthwiseGradInput {
+    op: Depthwise,
+    hw: [usize; 2],
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "nasnet-depthwise-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        let (n, c, oh, ow) = l1.shape().dims4()?;
+        let (_, _, kh, kw) = l2.shape().dims4()?;
+        let [h, wd] = self.hw;
+        let s = self.op.stride;
+        let mut out = vec![0f32; n * c * h * wd];
+        out.par_chunks_mut(h * wd)
+            .enumerate()
+            .for_each(|(plane, gx)| {
+                let ch = plane % c;
+                let go = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
+                for_each_tap(
+                    &self.op,
+                    [h, wd],
+                    [oh, ow],
+                    [kh, kw],
+                    |tap, oy, iy, lo, hi, ix0| {
+                        let wv = wk[tap];
+                        let grow = &go[oy * ow + lo..oy * ow + hi];
+                        let xrow = &mut gx[iy * wd..(iy + 1) * wd];
+                        if s == 1 {
+                            let dst = &mut xrow[ix0..ix0 + grow.len()];
+                            for (d, gv) in dst.iter_mut().zip(grow) {
+                                *d += wv * gv;
+                            }
+                        } else {
+                            for (j, gv) in grow.iter().enumerate() {
+                                xrow[ix0 + j * s] += wv * gv;
+                            }
+                        }
+                    },
+                );
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, wd))))
+    }
+}
+
+/// A dot product in eight independent lanes (so that it vectorizes), in a fixed order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    let mut acc: f32 = lanes.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        acc += x * y;
+    }
+    acc
+}
+
+/// Gradient of a depthwise convolution with respect to its weight: `(x [N, C, H, W],
+/// grad [N, C, OH, OW]) -> [C, 1, KH, KW]`. Sums in a fixed order, so results repeat exactly.
+#[derive(Debug, Clone, Copy)]
+struct DepthwiseGradWeight {
+    op: Depthwise,
+    kernel: [usize; 2],
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "nasnet-depthwise-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let (n, c, h, wd) = l1.shape().dims4()?;
+        let (_, _, oh, ow) = l2.shape().dims4()?;
+        let [kh, kw] = self.kernel;
+        let s = self.op.stride;
+        let mut out = vec![0f32; c * kh * kw];
+        out.par_chunks_mut(kh * kw)
+            .enumerate()
+            .for_each(|(ch, gw)| {
+                for b in 0..n {
+                    let plane = b * c + ch;
+                    let xi = &x[plane * h * wd..(plane + 1) * h * wd];
+                    let go = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                    for_each_tap(
+                        &self.op,
+                        [h, wd],
+                        [oh, ow],
+                        [kh, kw],
+                        |tap, oy, iy, lo, hi, ix0| {
+                            let grow = &go[oy * ow + lo..oy * ow + hi];
+                            let xrow = &xi[iy * wd..(iy + 1) * wd];
+                            gw[tap] += if s == 1 {
+                                dot(grow, &xrow[ix0..ix0 + grow.len()])
+                            } else {
+                                let mut acc = 0f32;
+                                for (j, gv) in grow.iter().enumerate() {
+                                    acc += gv * xrow[ix0 + j * s];
+                                }
+                                acc
+                            };
+                        },
+                    );
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((c, 1, kh, kw))))
+    }
 }
 
 /// Max or average pooling.
@@ -131,6 +323,11 @@ pub struct Pool {
 impl CustomOp1 for Pool {
     fn name(&self) -> &'static str {
         "nasnet-pool2d"
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(x.apply_op2_no_bwd(&grad, &PoolGrad(*self))?))
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -185,6 +382,287 @@ impl CustomOp1 for Pool {
     }
 }
 
+/// Gradient of a pool with respect to its input: `(x [N, C, H, W], grad [N, C, OH, OW]) ->
+/// [N, C, H, W]`. A max pool routes each gradient to the first maximum of its window, as
+/// PyTorch does; an average pool spreads it over the window with the forward pass's divisor.
+#[derive(Debug, Clone, Copy)]
+struct PoolGrad(Pool);
+
+impl CustomOp2 for PoolGrad {
+    fn name(&self) -> &'static str {
+        "nasnet-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let g = f32_slice(s2, l2, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let (_, _, oh, ow) = l2.shape().dims4()?;
+        let op = self.0;
+        let [pt, pl, _, _] = op.pads;
+        let (k, st) = (op.kernel, op.stride);
+        let full = (k * k) as f32;
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(plane, gx)| {
+                let xi = &x[plane * h * w..(plane + 1) * h * w];
+                let go = &g[plane * oh * ow..(plane + 1) * oh * ow];
+                for oy in 0..oh {
+                    let y0 = (oy * st).saturating_sub(pt);
+                    let y1 = (oy * st + k).saturating_sub(pt).min(h);
+                    for ox in 0..ow {
+                        let x0 = (ox * st).saturating_sub(pl);
+                        let x1 = (ox * st + k).saturating_sub(pl).min(w);
+                        if y0 >= y1 || x0 >= x1 {
+                            continue;
+                        }
+                        let gv = go[oy * ow + ox];
+                        match op.kind {
+                            PoolKind::Max => {
+                                let mut best = (f32::NEG_INFINITY, y0 * w + x0);
+                                for iy in y0..y1 {
+                                    for ix in x0..x1 {
+                                        let v = xi[iy * w + ix];
+                                        if v > best.0 {
+                                            best = (v, iy * w + ix);
+                                        }
+                                    }
+                                }
+                                gx[best.1] += gv;
+                            }
+                            PoolKind::Avg => {
+                                let count = if op.count_include_pad {
+                                    full
+                                } else {
+                                    ((y1 - y0) * (x1 - x0)) as f32
+                                };
+                                let share = gv / count;
+                                for iy in y0..y1 {
+                                    for v in &mut gx[iy * w + x0..iy * w + x1] {
+                                        *v += share;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+    }
+}
+
+/// Per-channel mean and biased variance of `x [N, C, H, W]`, as `[2, C]`, accumulated in f64.
+#[derive(Debug, Clone, Copy)]
+struct ChannelStats;
+
+fn channel_stats(x: &[f32], n: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut s, mut s2) = (0f64, 0f64);
+            for b in 0..n {
+                let p = &x[(b * c + ch) * hw..(b * c + ch + 1) * hw];
+                let (mut a, mut a2) = (0f32, 0f32);
+                for &v in p {
+                    a += v;
+                    a2 += v * v;
+                }
+                s += a as f64;
+                s2 += a2 as f64;
+            }
+            let m = (n * hw) as f64;
+            let mean = s / m;
+            (mean, (s2 / m - mean * mean).max(0.0))
+        })
+        .collect()
+}
+
+impl CustomOp1 for ChannelStats {
+    fn name(&self) -> &'static str {
+        "nasnet-channel-stats"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let stats = channel_stats(x, n, c, h * w);
+        let mut out: Vec<f32> = stats.iter().map(|s| s.0 as f32).collect();
+        out.extend(stats.iter().map(|s| s.1 as f32));
+        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+    }
+}
+
+/// Training-mode batch norm, `(x [N, C, H, W], weight [C], bias [C]) -> y`, normalizing with
+/// the batch's statistics; its backward pass is one kernel too.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormTrain {
+    pub eps: f64,
+}
+
+impl candle_core::CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "nasnet-batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let wt = f32_slice(s2, l2, self.name())?;
+        let bs = f32_slice(s3, l3, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let stats = channel_stats(x, n, c, hw);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+            let ch = plane % c;
+            let (mean, var) = stats[ch];
+            let scale = wt[ch] as f64 / (var + self.eps).sqrt();
+            let (scale, shift) = (scale as f32, (bs[ch] as f64 - mean * scale) as f32);
+            for (o, &v) in o.iter_mut().zip(&x[plane * hw..(plane + 1) * hw]) {
+                *o = v * scale + shift;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let packed = x.apply_op3_no_bwd(weight, &grad, &BatchNormTrainGrad { eps: self.eps })?;
+        let (n, c, h, w) = x.dims4()?;
+        let len = n * c * h * w;
+        let gx = packed.narrow(0, 0, len)?.reshape((n, c, h, w))?;
+        let gw = packed.narrow(0, len, c)?;
+        let gb = packed.narrow(0, len + c, c)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+/// `(x, weight, grad) ->` the gradients of [`BatchNormTrain`] for x, weight and bias, packed
+/// into one vector.
+#[derive(Debug, Clone, Copy)]
+struct BatchNormTrainGrad {
+    eps: f64,
+}
+
+impl candle_core::CustomOp3 for BatchNormTrainGrad {
+    fn name(&self) -> &'static str {
+        "nasnet-batch-norm-train-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1, self.name())?;
+        let wt = f32_slice(s2, l2, self.name())?;
+        let g = f32_slice(s3, l3, self.name())?;
+        let (n, c, h, w) = l1.shape().dims4()?;
+        let hw = h * w;
+        let m = (n * hw) as f64;
+        let stats = channel_stats(x, n, c, hw);
+        // Per channel: sum(g) and sum(g * xhat).
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (mean, var) = stats[ch];
+                let inv = 1.0 / (var + self.eps).sqrt();
+                let (mut sg, mut sgx) = (0f64, 0f64);
+                for b in 0..n {
+                    let at = (b * c + ch) * hw;
+                    let (mut a, mut ax) = (0f32, 0f32);
+                    for (&gv, &xv) in g[at..at + hw].iter().zip(&x[at..at + hw]) {
+                        a += gv;
+                        ax += gv * xv;
+                    }
+                    sg += a as f64;
+                    sgx += ax as f64;
+                }
+                // sum(g * (x - mean) * inv)
+                (sg, (sgx - mean * sg) * inv)
+            })
+            .collect();
+        let len = n * c * hw;
+        let mut out = vec![0f32; len + 2 * c];
+        let (gx, tail) = out.split_at_mut(len);
+        gx.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+            let ch = plane % c;
+            let (mean, var) = stats[ch];
+            let inv = 1.0 / (var + self.eps).sqrt();
+            let (sg, sgxh) = sums[ch];
+            // dx = w * inv * (g - sum(g) / m - xhat * sum(g * xhat) / m)
+            let k = wt[ch] as f64 * inv;
+            let a = (k) as f32;
+            let b = (-k * sg / m + k * sgxh / m * mean * inv) as f32;
+            let cx = (-k * sgxh / m * inv) as f32;
+            let at = plane * hw;
+            for ((o, &gv), &xv) in o.iter_mut().zip(&g[at..at + hw]).zip(&x[at..at + hw]) {
+                *o = a * gv + cx * xv + b;
+            }
+        });
+        for ch in 0..c {
+            tail[ch] = sums[ch].1 as f32;
+            tail[c + ch] = sums[ch].0 as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(len + 2 * c)))
+    }
+}
+
+/// Batch norm with the batch's statistics (training), and those statistics as `[2, C]`
+/// (mean, biased variance) for the running averages.
+pub fn batch_norm_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let c = x.dim(1)?;
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let x = x.contiguous()?;
+        let stats = x.apply_op1_no_bwd(&ChannelStats)?;
+        let y = x.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            BatchNormTrain { eps },
+        )?;
+        return Ok((y, stats));
+    }
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+    let y = centered.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = y
+        .broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+    let stats = Tensor::cat(&[mean.flatten_all()?, var.flatten_all()?], 0)?.reshape((2, c))?;
+    Ok((y, stats.detach()))
+}
+
 /// Pads the two spatial dimensions with a constant.
 pub fn pad2d(x: &Tensor, pads: Pads, value: f32) -> candle_core::Result<Tensor> {
     let [pt, pl, pb, pr] = pads;
@@ -219,7 +697,7 @@ pub fn pad2d(x: &Tensor, pads: Pads, value: f32) -> candle_core::Result<Tensor> 
 /// Depthwise convolution on any device.
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
+        return x.contiguous()?.apply_op2(&w.contiguous()?, op);
     }
     depthwise_generic(x, w, op)
 }
@@ -233,7 +711,7 @@ fn depthwise_generic(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::Resu
 /// Pooling on any device.
 pub fn pool2d(x: &Tensor, op: Pool) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
-        return x.contiguous()?.apply_op1_no_bwd(&op);
+        return x.contiguous()?.apply_op1(op);
     }
     pool_generic(x, op)
 }
@@ -355,5 +833,150 @@ mod tests {
         let t = timm.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(t[0], 1.0);
         assert!((t[3] - 4.0 / 9.0).abs() < 1e-6);
+    }
+
+    /// `d/dx sum(f(x) * r)` by autograd and by central differences, element by element.
+    fn check_grad(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor, what: &str) {
+        let var = candle_core::Var::from_tensor(x).unwrap();
+        let y = f(var.as_tensor());
+        let r = ramp(
+            (
+                y.dim(0).unwrap(),
+                y.dim(1).unwrap(),
+                y.dim(2).unwrap(),
+                y.dim(3).unwrap(),
+            ),
+            7,
+        );
+        let loss = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap();
+        let grads = loss(&y).backward().unwrap();
+        let analytic = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap();
+        let analytic = analytic.to_vec1::<f32>().unwrap();
+        let base = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-2f32;
+        for i in 0..base.len() {
+            let probe = |d: f32| {
+                let mut v = base.clone();
+                v[i] += d;
+                let t = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
+                loss(&f(&t)).to_scalar::<f32>().unwrap()
+            };
+            let numeric = (probe(eps) - probe(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - analytic[i]).abs() < 2e-2 * (1.0 + numeric.abs()),
+                "{what}: element {i}: numeric {numeric}, analytic {}",
+                analytic[i]
+            );
+        }
+    }
+
+    #[test]
+    fn depthwise_gradients_match_finite_differences() {
+        for (h, k, s, d, pads) in [
+            (6, 3, 1, 1, [1, 1, 1, 1]),
+            (7, 5, 2, 1, [1, 2, 2, 2]),
+            (5, 3, 1, 2, [2, 2, 2, 2]),
+            (2, 5, 2, 1, [2, 2, 2, 2]),
+        ] {
+            let op = Depthwise {
+                stride: s,
+                dilation: d,
+                pads,
+            };
+            let x = ramp((2, 3, h, h + 1), 1);
+            let w = ramp((3, 1, k, k), 2);
+            let wc = w.clone();
+            check_grad(&|x| depthwise_conv2d(x, &wc, op).unwrap(), &x, "input");
+            let xc = x.clone();
+            check_grad(&|w| depthwise_conv2d(&xc, w, op).unwrap(), &w, "weight");
+        }
+    }
+
+    #[test]
+    fn pool_gradients_match_finite_differences() {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for count_include_pad in [false, true] {
+                for (h, k, s, pads) in [
+                    (6, 3, 1, [1, 1, 1, 1]),
+                    (7, 3, 2, [0, 0, 1, 1]),
+                    (6, 1, 2, [0; 4]),
+                ] {
+                    let op = Pool {
+                        kind,
+                        kernel: k,
+                        stride: s,
+                        pads,
+                        count_include_pad,
+                    };
+                    // Distinct values, so that a small step never changes a window's maximum.
+                    let x = ramp((2, 2, h, h), 3);
+                    let x = (x + Tensor::arange(0f32, (4 * h * h) as f32, &Device::Cpu)
+                        .unwrap()
+                        .reshape((2, 2, h, h))
+                        .unwrap()
+                        * 0.1)
+                        .unwrap();
+                    check_grad(
+                        &|x| pool2d(x, op).unwrap(),
+                        &x,
+                        &format!("{kind:?} k={k} s={s}"),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn training_batch_norm_matches_finite_differences_and_the_fallback() {
+        let x = ramp((3, 2, 4, 5), 4);
+        let w = Tensor::new(&[1.5f32, -0.7], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[0.2f32, 0.1], &Device::Cpu).unwrap();
+        let eps = 1e-3;
+        // The kernel against candle primitives.
+        let (y, stats) = batch_norm_train(&x, &w, &b, eps).unwrap();
+        let mean = x.mean_keepdim((0, 2, 3)).unwrap();
+        let centered = x.broadcast_sub(&mean).unwrap();
+        let var = centered.sqr().unwrap().mean_keepdim((0, 2, 3)).unwrap();
+        let want = centered
+            .broadcast_div(&(var.clone() + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&w.reshape((1, 2, 1, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 2, 1, 1)).unwrap())
+            .unwrap();
+        assert!(max_diff(&y, &want) < 1e-5);
+        let s = stats.to_vec2::<f32>().unwrap();
+        let m = mean.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for c in 0..2 {
+            assert!((s[0][c] - m[c]).abs() < 1e-6 && (s[1][c] - v[c]).abs() < 1e-5);
+        }
+        // Gradients with respect to the input, the scale and the shift.
+        let (wc, bc) = (w.clone(), b.clone());
+        let as4 = |t: &Tensor| t.reshape((1, 2, 1, 1)).unwrap();
+        check_grad(
+            &|x| batch_norm_train(x, &wc, &bc, eps).unwrap().0,
+            &x,
+            "bn input",
+        );
+        let xc = x.clone();
+        check_grad(
+            &|w4| {
+                batch_norm_train(&xc, &w4.flatten_all().unwrap(), &bc, eps)
+                    .unwrap()
+                    .0
+            },
+            &as4(&w),
+            "bn weight",
+        );
+        check_grad(
+            &|b4| {
+                batch_norm_train(&xc, &wc, &b4.flatten_all().unwrap(), eps)
+                    .unwrap()
+                    .0
+            },
+            &as4(&b),
+            "bn bias",
+        );
     }
 }

@@ -86,7 +86,7 @@ impl Conv2d {
     }
 }
 
-/// Inference batch norm (keys `weight`, `bias`, `running_mean`, `running_var`).
+/// Batch norm (keys `weight`, `bias`, `running_mean`, `running_var`).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
     pub weight: Tensor,
@@ -94,28 +94,58 @@ pub struct BatchNorm {
     pub running_mean: Tensor,
     pub running_var: Tensor,
     pub eps: f64,
+    /// The whole running-statistics tensors and this batch norm's first channel in them, where
+    /// training writes updated statistics (a [`BatchNorm::narrow`] view updates its slice).
+    stats: (Tensor, Tensor, usize),
 }
 
 impl BatchNorm {
     pub fn new(vb: &VarBuilder, c: usize, eps: f64) -> Result<Self> {
+        let running_mean = vb.get(c, "running_mean")?;
+        let running_var = vb.get(c, "running_var")?;
         Ok(Self {
             weight: vb.get(c, "weight")?,
             bias: vb.get(c, "bias")?,
-            running_mean: vb.get(c, "running_mean")?,
-            running_var: vb.get(c, "running_var")?,
+            stats: (running_mean.clone(), running_var.clone(), 0),
+            running_mean,
+            running_var,
             eps,
         })
     }
 
     /// Channels `start..start + len` of this batch norm.
     pub fn narrow(&self, start: usize, len: usize) -> Result<Self> {
+        let (mean, var, offset) = &self.stats;
         Ok(Self {
             weight: self.weight.narrow(0, start, len)?,
             bias: self.bias.narrow(0, start, len)?,
             running_mean: self.running_mean.narrow(0, start, len)?,
             running_var: self.running_var.narrow(0, start, len)?,
             eps: self.eps,
+            stats: (mean.clone(), var.clone(), offset + start),
         })
+    }
+
+    /// Moves the running statistics towards a batch's (`momentum` in PyTorch's sense: the
+    /// weight of the new value), in place. `var` is the batch's biased variance over `count`
+    /// values per channel; the running variance gets the unbiased one, as in PyTorch.
+    pub fn update_stats(
+        &self,
+        mean: &Tensor,
+        var: &Tensor,
+        count: usize,
+        momentum: f64,
+    ) -> Result<()> {
+        let unbias = count as f64 / (count.max(2) - 1) as f64;
+        let blend = |old: &Tensor, new: Tensor| -> Result<Tensor> {
+            Ok(((old.detach() * (1.0 - momentum))? + (new.detach() * momentum)?)?)
+        };
+        let (full_mean, full_var, offset) = &self.stats;
+        let m = blend(&self.running_mean, mean.flatten_all()?)?;
+        let v = blend(&self.running_var, (var.flatten_all()? * unbias)?)?;
+        full_mean.slice_set(&m, 0, *offset)?;
+        full_var.slice_set(&v, 0, *offset)?;
+        Ok(())
     }
 
     /// `y = x * scale + shift` in inference mode.

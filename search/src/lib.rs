@@ -6,6 +6,7 @@
 //! [`graph::Graph`] trait; [`graph::CandleGraph`] evaluates it.
 
 pub mod cell;
+pub mod data;
 mod error;
 pub mod graph;
 pub mod init;
@@ -13,6 +14,8 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod onnx;
+pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{NasNet, Output, load_model_dir};

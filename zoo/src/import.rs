@@ -313,6 +313,43 @@ pub fn write_model_dir(
     })
 }
 
+/// Writes `model.safetensors`, `model.onnx` and `model.json` into an existing directory `dir`
+/// (a training run's), each through a temporary file and a rename; `model.json` goes last, so a
+/// directory with it is complete.
+pub fn write_model_files(
+    dir: &Path,
+    tensors: &HashMap<String, Tensor>,
+    meta: &mut ModelMeta,
+) -> Result<()> {
+    let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+    let net = nasnet_search::NasNet::new(&meta.architecture, vb)?;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |error| Error::Io { path, error }
+    };
+    let place = |name: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+        let out = dir.join(name);
+        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+        write(&tmp).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        std::fs::rename(&tmp, &out).map_err(io(&out))
+    };
+    place(meta::WEIGHTS_FILE, &|p| {
+        candle_core::safetensors::save(tensors, p)?;
+        Ok(())
+    })?;
+    meta.weights.sha256 = sha256_file(&dir.join(meta::WEIGHTS_FILE))?;
+    place(meta::ONNX_FILE, &|p| {
+        nasnet_search::onnx::write_onnx(&net, p)?;
+        Ok(())
+    })?;
+    let json = meta.to_json();
+    place(meta::META_FILE, &|p| {
+        std::fs::write(p, &json).map_err(io(p))
+    })
+}
+
 /// Writes a model directory for `preset` with [`nasnet_search::init::synthetic`] weights and
 /// the Cadene evaluation transform.
 pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelMeta> {

@@ -1,0 +1,587 @@
+//! `nasnet train` and `nasnet eval`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
+use nasnet_core::{Genotype, NetworkConfig, Preset};
+use nasnet_search::data::{Augment, Batcher, Dataset, DatasetSpec, Split};
+use nasnet_search::train::{
+    self, Event, Optimizer, TrainConfig, Trainable, Trainer, initial_weights,
+};
+
+use crate::infer;
+use crate::plot;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum OptimizerArg {
+    Sgd,
+    Rmsprop,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TrainableArg {
+    All,
+    Head,
+}
+
+/// `nasnet train` options.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The starting architecture (its genotype, stem and widths); `--cells` and `--filters`
+    /// override N and F.
+    #[arg(long, value_enum, default_value = "nasnet-a-cifar")]
+    preset: crate::Arch,
+    /// `nasnet-a`, or a genotype JSON file (e.g. from `nasnet search`).
+    #[arg(long, value_name = "nasnet-a|FILE")]
+    genotype: Option<String>,
+    /// N: normal cells per stage.
+    #[arg(long)]
+    cells: Option<usize>,
+    /// F: filters of the first stage.
+    #[arg(long)]
+    filters: Option<usize>,
+    /// Fine-tune a model (directory or zoo id) instead: its classifier is replaced for the
+    /// dataset's classes.
+    #[arg(long, value_name = "DIR|ID")]
+    from: Option<String>,
+    /// What to train: everything, or the classifier only (with --from).
+    #[arg(long, value_enum, default_value = "all")]
+    train: TrainableArg,
+    /// cifar10:DIR, fashion-mnist:DIR, mnist:DIR or folder:DIR.
+    #[arg(long)]
+    dataset: String,
+    /// Square size folder images are resized to (default: the model's input size).
+    #[arg(long)]
+    image_size: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Train on a seeded random subset of this many images.
+    #[arg(long, value_name = "COUNT")]
+    train_subset: Option<usize>,
+    /// Images held out of the training split for validation (seeded).
+    #[arg(long, default_value_t = 5000)]
+    val_count: usize,
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: OptimizerArg,
+    /// Peak learning rate (one cosine period down to --lr-min).
+    #[arg(long, default_value_t = 0.025)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    lr_min: f64,
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Weight of the auxiliary head's loss (0 drops the head).
+    #[arg(long, default_value_t = 0.4)]
+    aux_weight: f64,
+    /// ScheduledDropPath: the last cell's keep probability at the end of training (1: off).
+    #[arg(long)]
+    drop_path_keep: Option<f64>,
+    /// Dropout before the classifier.
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Clip gradients to this global norm (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    clip_norm: f64,
+    /// Random-crop padding in pixels.
+    #[arg(long, default_value_t = 4)]
+    pad: usize,
+    #[arg(long)]
+    no_flip: bool,
+    /// Cutout square side (0: off).
+    #[arg(long, default_value_t = 0)]
+    cutout: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also checkpoint every this many steps (besides each epoch's end).
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Stop (with a checkpoint) after this many steps in all; `--resume` continues.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Continue the run in RUN_DIR from its newest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    zoo: crate::ZooArgs,
+    /// The run directory: checkpoints, metrics.csv, curves.png and, at the end, the model
+    /// (model.json, model.safetensors, model.onnx).
+    #[arg(short, long, value_name = "RUN_DIR")]
+    output: PathBuf,
+}
+
+fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
+    Ok(match spec.parse().map_err(anyhow::Error::msg)? {
+        nasnet_runtime::Device::Cpu => candle_core::Device::Cpu,
+        nasnet_runtime::Device::Cuda(n) => infer::candle_cuda(n)?,
+    })
+}
+
+fn genotype(spec: &str) -> anyhow::Result<Genotype> {
+    if spec == "nasnet-a" {
+        return Ok(Genotype::nasnet_a());
+    }
+    let text = std::fs::read_to_string(spec).with_context(|| format!("cannot read {spec}"))?;
+    Genotype::from_json(&text).map_err(|e| anyhow::anyhow!("{spec}: not a genotype: {e}"))
+}
+
+/// The run's starting point: network, weights, preprocessing and the model it came from.
+struct Start {
+    config: NetworkConfig,
+    weights: std::collections::HashMap<String, Tensor>,
+    preprocessing: Preprocessing,
+    name: String,
+}
+
+fn start(args: &TrainArgs, spec: &DatasetSpec, train: &Dataset) -> anyhow::Result<Start> {
+    let classes = train.classes.len();
+    if let Some(from) = &args.from {
+        let dir = args.zoo.model_dir(from)?;
+        let meta = ModelMeta::load(&dir)?;
+        let path = dir.join(meta::WEIGHTS_FILE);
+        let mut weights = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+            .with_context(|| format!("{}: cannot read weights", path.display()))?;
+        let mut config = meta.architecture.clone();
+        config.num_classes = classes;
+        config.aux_head = config.aux_head && args.aux_weight > 0.0;
+        // Fresh classifier(s) for the new classes; everything else from the model.
+        let fresh = initial_weights(&config, args.seed)?;
+        for (name, t) in &fresh {
+            let keep = weights.get(name).is_some_and(|w| w.dims() == t.dims());
+            if !keep || name.starts_with("last_linear.") {
+                weights.insert(name.clone(), t.clone());
+            }
+        }
+        weights.retain(|n, _| fresh.contains_key(n));
+        return Ok(Start {
+            config,
+            weights,
+            preprocessing: meta.preprocessing.clone(),
+            name: format!("{} fine-tuned on {spec}", meta.name),
+        });
+    }
+    let preset = Preset::from(args.preset);
+    let mut config = preset.config();
+    if let Some(g) = &args.genotype {
+        config.genotype = genotype(g)?;
+    }
+    config.cells = args.cells.unwrap_or(config.cells);
+    config.filters = args.filters.unwrap_or(config.filters);
+    config.num_classes = classes;
+    config.image_size = train.height;
+    config.aux_head = config.aux_head && args.aux_weight > 0.0;
+    if let Some(k) = args.drop_path_keep {
+        config.drop_path_keep_prob = k;
+    }
+    if let Some(d) = args.dropout {
+        config.dropout = d;
+    }
+    config.validate()?;
+    Ok(Start {
+        weights: initial_weights(&config, args.seed)?,
+        preprocessing: spec.preprocessing(train.height),
+        name: format!(
+            "{} N={} F={} trained on {spec}",
+            preset.name(),
+            config.cells,
+            config.filters
+        ),
+        config,
+    })
+}
+
+/// `nasnet train`.
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    train::keep_freed_memory();
+    let spec: DatasetSpec = args.dataset.parse()?;
+    let out = &args.output;
+    if out.join("checkpoints").exists() && !args.resume {
+        bail!(
+            "{}: already holds a run (use --resume to continue it, or another directory)",
+            out.display()
+        );
+    }
+    let size = match (&args.from, args.image_size) {
+        (_, Some(s)) => s,
+        (Some(from), None) => {
+            ModelMeta::load(&args.zoo.model_dir(from)?)?
+                .preprocessing
+                .crop
+        }
+        (None, None) => 224,
+    };
+    let t0 = Instant::now();
+    let full = spec.load(Split::Train, size)?;
+    let (mut train_set, val_set) = full.split(args.val_count.min(full.len() / 5), args.seed);
+    if let Some(n) = args.train_subset {
+        train_set = train_set.take(n, args.seed ^ 0x5eed);
+    }
+    eprintln!(
+        "{spec}: {} training and {} validation images of {}x{} in {} classes ({:.1} s)",
+        train_set.len(),
+        val_set.len(),
+        full.height,
+        full.width,
+        full.classes.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    let start = start(&args, &spec, &train_set)?;
+    let cfg = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        optimizer: match args.optimizer {
+            OptimizerArg::Sgd => Optimizer::Sgd {
+                momentum: args.momentum,
+                nesterov: true,
+            },
+            OptimizerArg::Rmsprop => Optimizer::RmsProp {
+                decay: 0.9,
+                momentum: args.momentum,
+                epsilon: 1.0,
+            },
+        },
+        lr: args.lr,
+        lr_min: args.lr_min,
+        weight_decay: args.weight_decay,
+        label_smoothing: args.label_smoothing,
+        aux_weight: args.aux_weight,
+        clip_norm: (args.clip_norm > 0.0).then_some(args.clip_norm),
+        bn_momentum: 0.1,
+        augment: Augment {
+            pad: args.pad,
+            flip: !args.no_flip,
+            cutout: args.cutout,
+        },
+        trainable: match args.train {
+            TrainableArg::All => Trainable::All,
+            TrainableArg::Head => Trainable::Head,
+        },
+        seed: args.seed,
+    };
+    let dev = device(&args.device)?;
+    let mut trainer = Trainer::new(&start.config, start.weights, cfg, &dev)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if args.resume {
+        let ckpt = train::latest_checkpoint(out)?
+            .with_context(|| format!("{}: no checkpoint to resume from", out.display()))?;
+        trainer.load_checkpoint(&ckpt)?;
+        train::truncate_metrics(out, trainer.state.step)?;
+        eprintln!(
+            "resuming from {} (step {})",
+            ckpt.display(),
+            trainer.state.step
+        );
+    }
+    let params = nasnet_search::init::count_parameters(&start.config)?;
+    eprintln!(
+        "{}: {params} parameters, {} steps of {} images",
+        start.name,
+        trainer.steps_per_epoch(&train_set) * args.epochs,
+        args.batch_size
+    );
+    let batcher = Batcher {
+        mean: start.preprocessing.mean,
+        std: start.preprocessing.std,
+        augment: trainer.cfg.augment,
+    };
+    let pb = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  epoch {prefix}  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_position(trainer.state.step as u64);
+    let t_train = Instant::now();
+    trainer.fit(
+        &train_set,
+        Some(&val_set),
+        &batcher,
+        out,
+        args.checkpoint_every,
+        args.max_steps,
+        |e| match e {
+            Event::Step(r) => {
+                if pb.is_hidden() && !args.quiet && r.step % 100 == 0 {
+                    eprintln!(
+                        "step {}/{}  epoch {}  loss {:.3}  lr {:.4}  {:.1} img/s",
+                        r.step,
+                        r.total_steps,
+                        r.epoch + 1,
+                        r.loss,
+                        r.lr,
+                        r.images_per_s
+                    );
+                }
+                pb.set_length(r.total_steps as u64);
+                pb.set_position(r.step as u64);
+                pb.set_prefix(format!("{}", r.epoch + 1));
+                pb.set_message(format!(
+                    "loss {:.3}  lr {:.4}  {:.1} img/s",
+                    r.loss, r.lr, r.images_per_s
+                ));
+            }
+            Event::Epoch(m) => {
+                let line = format!(
+                    "epoch {:>3}  train loss {:.4} acc {:.4}  val loss {} acc {}  {:.1} img/s  ({:.0} s)",
+                    m.epoch,
+                    m.train_loss,
+                    m.train_acc,
+                    m.val_loss.map(|v| format!("{v:.4}")).unwrap_or("-".into()),
+                    m.val_acc.map(|v| format!("{v:.4}")).unwrap_or("-".into()),
+                    m.images_per_s,
+                    m.elapsed_s
+                );
+                if pb.is_hidden() {
+                    if !args.quiet {
+                        eprintln!("{line}");
+                    }
+                } else {
+                    pb.println(line);
+                }
+            }
+            Event::Checkpoint(_) => {}
+        },
+    )?;
+    pb.finish_and_clear();
+    let metrics = train::EpochMetrics::read_csv(&out.join("metrics.csv")).unwrap_or_default();
+    if !metrics.is_empty() {
+        plot::write_curves(&out.join("curves.png"), &metrics)?;
+    }
+    let total = trainer.steps_per_epoch(&train_set) * args.epochs;
+    if trainer.state.step < total {
+        eprintln!(
+            "stopped at step {} of {total}; continue with --resume",
+            trainer.state.step
+        );
+        return Ok(());
+    }
+    let mut meta = ModelMeta {
+        format_version: meta::FORMAT_VERSION,
+        name: start.name.clone(),
+        architecture: start.config.clone(),
+        preprocessing: start.preprocessing.clone(),
+        labels: train_set.classes.clone(),
+        provenance: Some(meta::Provenance {
+            format: "nasnet".into(),
+            source: FileDigest {
+                file: format!("trained: {spec}"),
+                sha256: String::new(),
+            },
+        }),
+        weights: FileDigest {
+            file: meta::WEIGHTS_FILE.to_owned(),
+            sha256: String::new(),
+        },
+    };
+    nasnet_zoo::import::write_model_files(out, &trainer.state_dict()?, &mut meta)?;
+    let test = spec.load(Split::Test, size)?;
+    let (loss, acc) = trainer.evaluate(&test, &batcher)?;
+    let summary = serde_json::json!({
+        "test_top1": acc,
+        "test_loss": loss,
+        "test_count": test.len(),
+        "train_seconds": t_train.elapsed().as_secs_f64(),
+        "steps": trainer.state.step,
+        "params": params,
+    });
+    let path = out.join("result.json");
+    std::fs::write(&path, format!("{summary:#}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "test top-1 {:.4} on {} images; model written to {} ({:.0} s training)",
+        acc,
+        test.len(),
+        out.display(),
+        t_train.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `nasnet eval` options.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// A model directory or zoo id.
+    #[arg(long, value_name = "DIR|ID", default_value = "nasnet-a-mobile")]
+    model: String,
+    #[command(flatten)]
+    zoo: crate::ZooArgs,
+    /// cifar10:DIR, fashion-mnist:DIR, mnist:DIR, or folder:DIR (class sub-folders, e.g. the
+    /// ImageNet validation layout; DIR/val or DIR/test is used when present).
+    #[arg(long)]
+    dataset: String,
+    #[arg(long, value_enum, default_value = "tract")]
+    backend: infer::Backend,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print `{"top1": ..., "top5": ..., "count": ...}`.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Running top-1 / top-5 counts.
+#[derive(Default)]
+struct Score {
+    top1: usize,
+    top5: usize,
+    count: usize,
+}
+
+impl Score {
+    fn add(&mut self, logits: &[f32], label: usize) {
+        let mine = logits.get(label).copied().unwrap_or(f32::NEG_INFINITY);
+        let better = logits.iter().filter(|&&v| v > mine).count();
+        self.top1 += usize::from(better == 0);
+        self.top5 += usize::from(better < 5);
+        self.count += 1;
+    }
+}
+
+/// `nasnet eval`.
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let spec: DatasetSpec = args.dataset.parse()?;
+    let dir = args.zoo.model_dir(&args.model)?;
+    let model = infer::load(&dir, args.backend, &args.device, args.threads)?;
+    let p = model.meta.preprocessing.clone();
+    let classes = model.meta.labels.len();
+    let bs = args.batch_size.max(1);
+    let mut score = Score::default();
+    let pb = ProgressBar::new(0);
+    let run = |data: Vec<f32>, labels: &[usize], score: &mut Score| -> anyhow::Result<()> {
+        let n = labels.len();
+        let out = model.run(data, n, p.crop, p.crop)?;
+        let k = out.logits.len() / n;
+        for (i, &l) in labels.iter().enumerate() {
+            score.add(&out.logits[i * k..(i + 1) * k], l);
+        }
+        Ok(())
+    };
+    if let DatasetSpec::Folder(root) = &spec {
+        let dir = nasnet_search::data::folder_split(root, Split::Test);
+        let (names, files) = nasnet_search::data::folder_files(&dir)?;
+        let map = label_map(&names, &model.meta.labels, &dir)?;
+        pb.set_length(files.len() as u64);
+        for chunk in files.chunks(bs) {
+            let mut data = vec![];
+            for (path, _) in chunk {
+                data.extend(nasnet_runtime::load_image(path, &p)?);
+            }
+            let labels: Vec<usize> = chunk.iter().map(|(_, l)| map[*l as usize]).collect();
+            run(data, &labels, &mut score)?;
+            pb.inc(chunk.len() as u64);
+        }
+    } else {
+        let test = spec.load(Split::Test, p.crop)?;
+        if test.classes.len() > classes {
+            bail!(
+                "{}: the model has {classes} classes, the dataset {}",
+                dir.display(),
+                test.classes.len()
+            );
+        }
+        pb.set_length(test.len() as u64);
+        let idx: Vec<usize> = (0..test.len()).collect();
+        for chunk in idx.chunks(bs) {
+            let mut data = vec![];
+            for &i in chunk {
+                data.extend(pixels_to_input(&test, i, &p)?);
+            }
+            let labels: Vec<usize> = chunk.iter().map(|&i| test.labels[i] as usize).collect();
+            run(data, &labels, &mut score)?;
+            pb.inc(chunk.len() as u64);
+        }
+    }
+    pb.finish_and_clear();
+    if score.count == 0 {
+        bail!("{spec}: no test images");
+    }
+    let n = score.count as f64;
+    let (top1, top5) = (score.top1 as f64 / n, score.top5 as f64 / n);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"top1": top1, "top5": top5, "count": score.count})
+        );
+    } else {
+        println!(
+            "{}: top-1 {:.4}  top-5 {:.4}  on {} images of {spec}",
+            model.meta.name, top1, top5, score.count
+        );
+    }
+    Ok(())
+}
+
+/// Class sub-folder index -> model class: by label name when every folder is a label, else
+/// by sorted position (the ImageNet synset-folder convention).
+fn label_map(folders: &[String], labels: &[String], dir: &Path) -> anyhow::Result<Vec<usize>> {
+    let by_name: Option<Vec<usize>> = folders
+        .iter()
+        .map(|f| labels.iter().position(|l| l == f))
+        .collect();
+    if let Some(m) = by_name {
+        return Ok(m);
+    }
+    if folders.len() > labels.len() {
+        bail!(
+            "{}: {} class folders, but the model has {} classes",
+            dir.display(),
+            folders.len(),
+            labels.len()
+        );
+    }
+    Ok((0..folders.len()).collect())
+}
+
+/// A dataset image as the model's input: normalized directly when it already has the
+/// model's size, else through the model's resize and crop.
+fn pixels_to_input(d: &Dataset, i: usize, p: &Preprocessing) -> anyhow::Result<Vec<f32>> {
+    let img = d.image(i);
+    let plane = d.height * d.width;
+    let mut rgb = vec![0u8; plane * 3];
+    for px in 0..plane {
+        for ch in 0..3 {
+            rgb[px * 3 + ch] = img[(ch % d.channels) * plane + px];
+        }
+    }
+    if d.height == p.crop && d.width == p.crop {
+        let mut out = vec![0f32; 3 * plane];
+        for ch in 0..3 {
+            for px in 0..plane {
+                out[ch * plane + px] = (rgb[px * 3 + ch] as f32 / 255.0 - p.mean[ch]) / p.std[ch];
+            }
+        }
+        return Ok(out);
+    }
+    nasnet_runtime::preprocess::preprocess_pixels(
+        &rgb,
+        d.width as u32,
+        d.height as u32,
+        d.width * 3,
+        3,
+        p,
+    )
+    .map_err(anyhow::Error::msg)
+}
