@@ -323,3 +323,63 @@ fn label_smoothing_matches_its_definition() {
     want /= 2.0;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
 }
+
+/// The real Fashion-MNIST files of Debian's `dataset-fashion-mnist` (installed by CI): every
+/// image read, balanced classes, and a few training steps on them lower the loss.
+#[test]
+fn real_fashion_mnist_loads_and_trains() {
+    use nasnet::search::data::{DatasetSpec, Split};
+    let dir = Path::new("/usr/share/datasets/fashion-mnist");
+    if !dir.is_dir() {
+        eprintln!(
+            "SKIPPED (real data): {} is missing; install the Debian package dataset-fashion-mnist",
+            dir.display()
+        );
+        return;
+    }
+    let spec: DatasetSpec = format!("fashion-mnist:{}", dir.display()).parse().unwrap();
+    let train_set = spec.load(Split::Train, 28).unwrap();
+    let test = spec.load(Split::Test, 28).unwrap();
+    assert_eq!((train_set.len(), test.len()), (60_000, 10_000));
+    assert_eq!(
+        (train_set.height, train_set.width, train_set.channels),
+        (28, 28, 1)
+    );
+    let mut counts = [0usize; 10];
+    for &l in &test.labels {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, [1000; 10]);
+    let (mean, std) = spec.normalization();
+    let m = train_set.images.iter().map(|&v| v as f64).sum::<f64>() / train_set.images.len() as f64;
+    assert!(
+        (m / 255.0 - mean[0] as f64).abs() < 1e-3,
+        "pixel mean {}",
+        m / 255.0
+    );
+    let mut config = tiny_config();
+    config.image_size = 28;
+    config.num_classes = 10;
+    let small = train_set.take(256, 1);
+    let c = TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        lr: 0.05,
+        ..TrainConfig::default()
+    };
+    let w = initial_weights(&config, 0).unwrap();
+    let mut t = Trainer::new(&config, w, c, &Device::Cpu).unwrap();
+    let b = Batcher {
+        mean,
+        std,
+        augment: Augment::NONE,
+    };
+    let probe = test.take(200, 2);
+    let (before, _) = t.evaluate(&probe, &b).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    t.fit(&small, None, &b, dir.path(), 0, None, |_| {})
+        .unwrap();
+    let (after, acc) = t.evaluate(&probe, &b).unwrap();
+    println!("Fashion-MNIST, 8 steps: held-out loss {before:.3} -> {after:.3}, accuracy {acc:.3}");
+    assert!(after < before, "{before} -> {after}");
+}

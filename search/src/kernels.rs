@@ -1,9 +1,11 @@
 //! Direct CPU kernels for the two operations candle handles poorly for NASNet:
 //! depthwise convolution (candle runs `groups = C` as C separate convolutions) and padded
 //! pooling with an explicit divisor rule (candle's pools take no padding, and have no backward
-//! pass when kernel and stride differ). Both have backward passes written as kernels of the same
-//! kind, so training runs on them too. On other devices the same operations fall back to candle
-//! primitives, so results match everywhere.
+//! pass when kernel and stride differ), plus training-mode batch norm. Each has its backward pass
+//! written as a kernel of the same kind, so training runs on them too. On other devices (CUDA)
+//! the same operations are compositions of candle primitives over the window's taps — no
+//! per-channel loop, and differentiable for every kernel and stride — checked against the
+//! kernels, values and gradients, in the tests below.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -702,10 +704,64 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::R
     depthwise_generic(x, w, op)
 }
 
-/// Depthwise convolution with candle primitives (any device).
+/// Every `stride`-th row and column of `x`, starting at the first: `[.., L, M] -> [..,
+/// ceil(L / s), ceil(M / s)]`, by padding, reshaping and slicing (all differentiable).
+fn subsample(x: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
+    if stride == 1 {
+        return Ok(x.clone());
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+    let x = x.pad_with_zeros(2, 0, oh * stride - h)?;
+    let x = x
+        .reshape((n, c, oh, stride, w))?
+        .narrow(3, 0, 1)?
+        .reshape((n, c, oh, w))?;
+    let x = x.pad_with_zeros(3, 0, ow * stride - w)?;
+    x.reshape((n, c, oh, ow, stride))?
+        .narrow(4, 0, 1)?
+        .reshape((n, c, oh, ow))
+}
+
+/// The `(ky, kx)` tap of a strided, dilated window over the padded input `xp`: the input pixel
+/// each of the `oh x ow` outputs reads through that tap.
+fn tap(
+    xp: &Tensor,
+    (ky, kx): (usize, usize),
+    (oh, ow): (usize, usize),
+    stride: usize,
+    dilation: usize,
+) -> candle_core::Result<Tensor> {
+    let span = |o: usize| (o - 1) * stride + 1;
+    let t = xp
+        .narrow(2, ky * dilation, span(oh))?
+        .narrow(3, kx * dilation, span(ow))?;
+    subsample(&t, stride)
+}
+
+/// Depthwise convolution with candle primitives (any device, differentiable): a sum over the
+/// kernel's taps of shifted inputs times per-channel weights, so no per-channel loop.
 fn depthwise_generic(x: &Tensor, w: &Tensor, op: Depthwise) -> candle_core::Result<Tensor> {
-    let c = x.dim(1)?;
-    pad2d(x, op.pads, 0.0)?.conv2d(w, 0, op.stride, op.dilation, c)
+    let (_, c, h, wd) = x.dims4()?;
+    let (_, _, kh, kw) = w.dims4()?;
+    let [pt, pl, pb, pr] = op.pads;
+    let (s, d) = (op.stride, op.dilation);
+    let oh = out_size(h, pt, pb, d * (kh - 1) + 1, s);
+    let ow = out_size(wd, pl, pr, d * (kw - 1) + 1, s);
+    let xp = pad2d(x, op.pads, 0.0)?;
+    let w = w.reshape((c, kh * kw))?;
+    let mut out: Option<Tensor> = None;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let wt = w.narrow(1, ky * kw + kx, 1)?.reshape((1, c, 1, 1))?;
+            let term = tap(&xp, (ky, kx), (oh, ow), s, d)?.broadcast_mul(&wt)?;
+            out = Some(match out {
+                Some(o) => (o + term)?,
+                None => term,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("empty depthwise kernel".into()))
 }
 
 /// Pooling on any device.
@@ -716,21 +772,42 @@ pub fn pool2d(x: &Tensor, op: Pool) -> candle_core::Result<Tensor> {
     pool_generic(x, op)
 }
 
-/// Pooling with candle primitives (any device).
+/// Pooling with candle primitives (any device, differentiable for every kernel and stride):
+/// the maximum or sum over the window's taps of shifted inputs.
 fn pool_generic(x: &Tensor, op: Pool) -> candle_core::Result<Tensor> {
-    let k = (op.kernel, op.kernel);
-    let s = (op.stride, op.stride);
-    match op.kind {
-        PoolKind::Max => pad2d(x, op.pads, f32::NEG_INFINITY)?.max_pool2d_with_stride(k, s),
-        PoolKind::Avg => {
-            let sum = pad2d(x, op.pads, 0.0)?.avg_pool2d_with_stride(k, s)?;
-            if op.count_include_pad {
-                return Ok(sum);
+    let (_, _, h, w) = x.dims4()?;
+    let [pt, pl, pb, pr] = op.pads;
+    let (k, s) = (op.kernel, op.stride);
+    let (oh, ow) = (out_size(h, pt, pb, k, s), out_size(w, pl, pr, k, s));
+    let fill = match op.kind {
+        PoolKind::Max => f32::NEG_INFINITY,
+        PoolKind::Avg => 0.0,
+    };
+    let reduce = |xp: &Tensor, max: bool| -> candle_core::Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for ky in 0..k {
+            for kx in 0..k {
+                let t = tap(xp, (ky, kx), (oh, ow), s, 1)?;
+                acc = Some(match acc {
+                    Some(a) if max => a.maximum(&t)?,
+                    Some(a) => (a + t)?,
+                    None => t,
+                });
             }
-            let (_, _, h, w) = x.dims4()?;
+        }
+        acc.ok_or_else(|| candle_core::Error::Msg("empty pooling window".into()))
+    };
+    let xp = pad2d(x, op.pads, fill)?;
+    match op.kind {
+        PoolKind::Max => reduce(&xp, true),
+        PoolKind::Avg => {
+            let sum = reduce(&xp, false)?;
+            if op.count_include_pad {
+                return sum / (k * k) as f64;
+            }
             let ones = Tensor::ones((1, 1, h, w), x.dtype(), x.device())?;
-            let frac = pad2d(&ones, op.pads, 0.0)?.avg_pool2d_with_stride(k, s)?;
-            sum.broadcast_div(&frac)
+            let count = reduce(&pad2d(&ones, op.pads, 0.0)?, false)?;
+            sum.broadcast_div(&count)
         }
     }
 }
@@ -781,8 +858,13 @@ mod tests {
                 pads,
             };
             let fast = x.apply_op2_no_bwd(&w, &op).unwrap();
-            let slow = depthwise_generic(&x, &w, op).unwrap();
-            assert!(max_diff(&fast, &slow) < 1e-5, "h={h} k={k} s={s} d={d}");
+            let grouped = pad2d(&x, pads, 0.0)
+                .unwrap()
+                .conv2d(&w, 0, s, d, 3)
+                .unwrap();
+            assert!(max_diff(&fast, &grouped) < 1e-5, "h={h} k={k} s={s} d={d}");
+            let generic = depthwise_generic(&x, &w, op).unwrap();
+            assert!(max_diff(&fast, &generic) < 1e-5, "h={h} k={k} s={s} d={d}");
         }
     }
 
@@ -978,5 +1060,80 @@ mod tests {
             &as4(&b),
             "bn bias",
         );
+    }
+
+    /// Gradients of `sum(f(x) * r)` for x (and the weight) through a kernel and its fallback.
+    fn grads(
+        f: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let (vx, vw) = (
+            candle_core::Var::from_tensor(x).unwrap(),
+            candle_core::Var::from_tensor(w).unwrap(),
+        );
+        let y = f(vx.as_tensor(), vw.as_tensor());
+        let r = ramp(y.dims4().unwrap(), 9);
+        let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = g
+            .get(vw.as_tensor())
+            .cloned()
+            .unwrap_or_else(|| w.zeros_like().unwrap());
+        (y, g.get(vx.as_tensor()).unwrap().clone(), gw)
+    }
+
+    #[test]
+    fn the_fallbacks_train_like_the_kernels() {
+        for (h, k, s, d, pads) in [
+            (9, 3, 1, 1, [1, 1, 1, 1]),
+            (10, 5, 2, 1, [1, 1, 2, 2]),
+            (8, 3, 1, 2, [2, 2, 2, 2]),
+            (7, 7, 2, 1, [3, 3, 3, 3]),
+        ] {
+            let x = ramp((2, 3, h, h + 1), 1);
+            let w = ramp((3, 1, k, k), 2);
+            let op = Depthwise {
+                stride: s,
+                dilation: d,
+                pads,
+            };
+            let a = grads(&|x, w| depthwise_conv2d(x, w, op).unwrap(), &x, &w);
+            let b = grads(&|x, w| depthwise_generic(x, w, op).unwrap(), &x, &w);
+            for (p, q) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
+                assert!(max_diff(p, q) < 1e-4, "depthwise h={h} k={k} s={s} d={d}");
+            }
+        }
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for count_include_pad in [false, true] {
+                for (h, k, s, pads) in [
+                    (9, 3, 1, [1, 1, 1, 1]),
+                    (10, 3, 2, [0, 0, 1, 1]),
+                    (6, 1, 2, [0; 4]),
+                ] {
+                    let op = Pool {
+                        kind,
+                        kernel: k,
+                        stride: s,
+                        pads,
+                        count_include_pad,
+                    };
+                    let x = (ramp((2, 2, h, h), 3)
+                        + Tensor::arange(0f32, (4 * h * h) as f32, &Device::Cpu)
+                            .unwrap()
+                            .reshape((2, 2, h, h))
+                            .unwrap()
+                            * 0.01)
+                        .unwrap();
+                    let none = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+                    let a = grads(&|x, _| pool2d(x, op).unwrap(), &x, &none);
+                    let b = grads(&|x, _| pool_generic(x, op).unwrap(), &x, &none);
+                    assert!(max_diff(&a.0, &b.0) < 1e-5, "{kind:?} h={h} k={k} s={s}");
+                    assert!(
+                        max_diff(&a.1, &b.1) < 1e-5,
+                        "{kind:?} grad h={h} k={k} s={s}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! NASNet-A in Candle: the search space (re-exported from `nasnet-core`), the network builder
-//! for any genotype and configuration, and the deterministic synthetic weights used to prove
-//! conformance with the reference implementations.
+//! for any genotype and configuration, training ([`data`], [`train`]), export ([`onnx`]), and
+//! the deterministic synthetic weights used to prove conformance with the reference
+//! implementations.
 //!
 //! The network is described once, in [`model`], [`cell`] and [`layers`], generically over the
-//! [`graph::Graph`] trait; [`graph::CandleGraph`] evaluates it.
+//! [`graph::Graph`] trait; [`graph::CandleGraph`] evaluates it (inference or training), the
+//! ONNX exporter records it.
 
 pub mod cell;
 pub mod data;
