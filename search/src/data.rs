@@ -462,9 +462,12 @@ const IMAGE_EXTENSIONS: &[&str] = &[
     "jpg", "jpeg", "png", "webp", "bmp", "gif", "JPG", "JPEG", "PNG",
 ];
 
+/// Image files with their class index.
+pub type LabelledFiles = Vec<(PathBuf, u32)>;
+
 /// The class sub-folders of `dir` (sorted by name, which is the class index, as in the
 /// ImageNet validation layout) and their image files (sorted).
-pub fn folder_files(dir: &Path) -> Result<(Vec<String>, Vec<(PathBuf, u32)>)> {
+pub fn folder_files(dir: &Path) -> Result<(Vec<String>, LabelledFiles)> {
     let mut classes = vec![];
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
