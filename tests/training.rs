@@ -141,7 +141,7 @@ fn a_resumed_run_ends_with_the_same_weights() {
             &train_set,
             Some(&val),
             &batcher(),
-            whole.path(),
+            Some(whole.path()),
             3,
             None,
             |_| {},
@@ -154,7 +154,7 @@ fn a_resumed_run_ends_with_the_same_weights() {
             &train_set,
             Some(&val),
             &batcher(),
-            split.path(),
+            Some(split.path()),
             3,
             Some(5),
             |_| {},
@@ -169,7 +169,7 @@ fn a_resumed_run_ends_with_the_same_weights() {
             &train_set,
             Some(&val),
             &batcher(),
-            split.path(),
+            Some(split.path()),
             3,
             None,
             |_| {},
@@ -213,8 +213,16 @@ fn resuming_with_other_settings_is_refused() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut a = trainer(&c);
-    a.fit(&data, None, &batcher(), dir.path(), 0, Some(1), |_| {})
-        .unwrap();
+    a.fit(
+        &data,
+        None,
+        &batcher(),
+        Some(dir.path()),
+        0,
+        Some(1),
+        |_| {},
+    )
+    .unwrap();
     let ckpt = train::latest_checkpoint(dir.path()).unwrap().unwrap();
     let mut other = trainer(&TrainConfig { lr: 0.1, ..c });
     let e = other.load_checkpoint(&ckpt).unwrap_err().to_string();
@@ -233,8 +241,16 @@ fn checkpoints_are_all_or_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut t = trainer(&c);
-    t.fit(&data, None, &batcher(), dir.path(), 0, Some(2), |_| {})
-        .unwrap();
+    t.fit(
+        &data,
+        None,
+        &batcher(),
+        Some(dir.path()),
+        0,
+        Some(2),
+        |_| {},
+    )
+    .unwrap();
     let ckpts = dir.path().join("checkpoints");
     // A checkpoint being written when the process died is a hidden `.partial` directory:
     // never taken for a checkpoint.
@@ -282,8 +298,16 @@ fn training_learns_a_separable_problem() {
     };
     let (loss0, acc0) = t.evaluate(&val, &b).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    t.fit(&train_set, Some(&val), &b, dir.path(), 0, None, |_| {})
-        .unwrap();
+    t.fit(
+        &train_set,
+        Some(&val),
+        &b,
+        Some(dir.path()),
+        0,
+        None,
+        |_| {},
+    )
+    .unwrap();
     let (loss1, acc1) = t.evaluate(&val, &b).unwrap();
     println!("held-out loss {loss0:.3} -> {loss1:.3}, accuracy {acc0:.3} -> {acc1:.3}");
     assert!(loss1 < loss0 * 0.5, "{loss0} -> {loss1}");
@@ -377,7 +401,7 @@ fn real_fashion_mnist_loads_and_trains() {
     let probe = test.take(200, 2);
     let (before, _) = t.evaluate(&probe, &b).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    t.fit(&small, None, &b, dir.path(), 0, None, |_| {})
+    t.fit(&small, None, &b, Some(dir.path()), 0, None, |_| {})
         .unwrap();
     let (after, acc) = t.evaluate(&probe, &b).unwrap();
     println!("Fashion-MNIST, 8 steps: held-out loss {before:.3} -> {after:.3}, accuracy {acc:.3}");

@@ -2,6 +2,7 @@
 
 mod infer;
 mod plot;
+mod search;
 mod train;
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use nasnet_zoo::import::{ImportOptions, SourceFormat};
 #[command(
     name = "nasnet",
     version,
-    about = "NASNet-A models: import, pull, classify, train, evaluate"
+    about = "NASNet-A models: import, pull, classify, train, evaluate, search"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -220,6 +221,10 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Top-1 / top-5 accuracy of a model on a dataset's test split.
     Eval(train::EvalArgs),
+    /// Search the NASNet space for cells (the paper's RL controller, random search or
+    /// regularized evolution), training children on a proxy dataset; `search report DIR...`
+    /// summarizes searches.
+    Search(Box<search::SearchArgs>),
     /// Write the pooled penultimate features (embeddings) of images.
     Embed {
         #[command(flatten)]
@@ -344,6 +349,10 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => {
             train::run_eval(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Search(args) => {
+            search::run_search(*args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed {

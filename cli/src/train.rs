@@ -209,6 +209,11 @@ fn start(args: &TrainArgs, spec: &DatasetSpec, train: &Dataset) -> anyhow::Resul
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     train::keep_freed_memory();
     let spec: DatasetSpec = args.dataset.parse()?;
+    if let Some(g) = &args.genotype {
+        genotype(g)?
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{g}: {e}"))?;
+    }
     let out = &args.output;
     if out.join("checkpoints").exists() && !args.resume {
         bail!(
@@ -316,7 +321,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         &train_set,
         Some(&val_set),
         &batcher,
-        out,
+        Some(out),
         args.checkpoint_every,
         args.max_steps,
         |e| match e {

@@ -15,6 +15,7 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod model;
+pub mod nas;
 pub mod onnx;
 pub mod rng;
 pub mod train;

@@ -521,16 +521,17 @@ impl Trainer {
         Ok((loss / n, correct as f64 / n))
     }
 
-    /// Trains until `epochs` are done (or `stop_at` steps, for a run to be resumed later),
-    /// checkpointing into `run_dir` every `checkpoint_every` steps, at each epoch's end and at
-    /// the end, and appending a row per epoch to `metrics.csv`.
+    /// Trains until `epochs` are done (or `stop_at` steps, for a run to be resumed later). With
+    /// a `run_dir`, checkpoints there every `checkpoint_every` steps, at each epoch's end and at
+    /// the end, and appends a row per epoch to `metrics.csv`; without, writes nothing (a search
+    /// child).
     #[allow(clippy::too_many_arguments)]
     pub fn fit(
         &mut self,
         train: &Dataset,
         val: Option<&Dataset>,
         batcher: &Batcher,
-        run_dir: &Path,
+        run_dir: Option<&Path>,
         checkpoint_every: usize,
         stop_at: Option<usize>,
         mut on_event: impl FnMut(Event),
@@ -541,7 +542,6 @@ impl Trainer {
         let per_epoch = self.steps_per_epoch(train);
         let total = per_epoch * self.cfg.epochs;
         let end = stop_at.unwrap_or(total).min(total);
-        let metrics_path = run_dir.join("metrics.csv");
         let mut window = (Instant::now(), 0usize);
         let mut last = Instant::now();
         let mut rate = 0.0;
@@ -604,7 +604,9 @@ impl Trainer {
                     images_per_s: seen / self.state.epoch_s.max(1e-9),
                     elapsed_s: self.state.elapsed_s,
                 };
-                append_metrics(&metrics_path, &m)?;
+                if let Some(dir) = run_dir {
+                    append_metrics(&dir.join("metrics.csv"), &m)?;
+                }
                 on_event(Event::Epoch(&m));
                 self.state.epoch_loss = 0.0;
                 self.state.epoch_correct = 0;
@@ -613,8 +615,9 @@ impl Trainer {
                 last = Instant::now();
             }
             let periodic = checkpoint_every > 0 && self.state.step.is_multiple_of(checkpoint_every);
-            if periodic || epoch_done || self.state.step == end {
-                let path = self.save_checkpoint(run_dir)?;
+            if let Some(dir) = run_dir.filter(|_| periodic || epoch_done || self.state.step == end)
+            {
+                let path = self.save_checkpoint(dir)?;
                 on_event(Event::Checkpoint(&path));
             }
         }

@@ -1,0 +1,375 @@
+//! `nasnet search` and `nasnet search report`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use nasnet_core::Preset;
+use nasnet_core::space::{CellGenotype, Combine, Genotype};
+use nasnet_search::data::{Augment, Batcher, DatasetSpec, Split};
+use nasnet_search::nas::evaluator::{Evaluator, SyntheticEvaluator, TrainEvaluator};
+use nasnet_search::nas::journal::{Child, read_children};
+use nasnet_search::nas::run::{SearchOptions, search};
+use nasnet_search::nas::space::Space;
+use nasnet_search::nas::strategy::Kind;
+use nasnet_search::train::TrainConfig;
+
+use crate::plot::{self, Panel};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum StrategyArg {
+    Rl,
+    Random,
+    Evolution,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SearchCommand {
+    /// Summarize searches: top cells, the best-so-far / top-5 / top-25 curves (one line per
+    /// directory's strategy), cell diagrams, the best genotype as JSON.
+    Report {
+        /// Search directories (e.g. one per strategy).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Cells listed per search.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Where the plot goes (default: DIR/search.png of the first directory).
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+}
+
+/// `nasnet search` options.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SearchArgs {
+    #[command(subcommand)]
+    pub command: Option<SearchCommand>,
+    #[arg(long, value_enum, default_value = "rl")]
+    strategy: StrategyArg,
+    /// The proxy dataset (cifar10:DIR, fashion-mnist:DIR, mnist:DIR, folder:DIR), or
+    /// `synthetic[:MS]`: a known function of the genotype instead of training (each child
+    /// taking MS milliseconds), for trying the machinery.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Children to evaluate in all.
+    #[arg(long, default_value_t = 100)]
+    budget: usize,
+    /// Epochs each child trains.
+    #[arg(long, default_value_t = 1)]
+    child_epochs: usize,
+    /// N of the child networks.
+    #[arg(long, default_value_t = 2)]
+    cells: usize,
+    /// F of the child networks.
+    #[arg(long, default_value_t = 8)]
+    filters: usize,
+    /// Train children on a fixed seeded subset of this many images.
+    #[arg(long, value_name = "COUNT")]
+    train_subset: Option<usize>,
+    /// Held-out images the reward is measured on (fixed, seeded).
+    #[arg(long, default_value_t = 5000)]
+    val_count: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    lr: f64,
+    /// Children trained at once.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Blocks per cell (B).
+    #[arg(long, default_value_t = 5)]
+    blocks: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Continue the search in DIR.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long)]
+    quiet: bool,
+    /// The search directory: journal.jsonl, the strategy's state, and the report.
+    #[arg(short, long, value_name = "DIR")]
+    output: Option<PathBuf>,
+}
+
+fn evaluator(args: &SearchArgs, spec: &str) -> anyhow::Result<Arc<dyn Evaluator>> {
+    if let Some(rest) = spec.strip_prefix("synthetic") {
+        let ms = match rest.strip_prefix(':') {
+            Some(ms) => ms
+                .parse()
+                .with_context(|| format!("{spec}: expected synthetic:MILLISECONDS"))?,
+            None if rest.is_empty() => 0,
+            None => bail!("{spec}: expected synthetic or synthetic:MILLISECONDS"),
+        };
+        return Ok(Arc::new(SyntheticEvaluator {
+            delay: Duration::from_millis(ms),
+        }));
+    }
+    let ds: DatasetSpec = spec.parse()?;
+    let full = ds.load(Split::Train, 32)?;
+    let (mut train, val) = full.split(args.val_count.min(full.len() / 5), args.seed);
+    if let Some(n) = args.train_subset {
+        train = train.take(n, args.seed ^ 0x5eed);
+    }
+    let mut base = Preset::Cifar.config();
+    base.cells = args.cells;
+    base.filters = args.filters;
+    base.image_size = full.height;
+    base.num_classes = full.classes.len();
+    base.aux_head = false;
+    base.drop_path_keep_prob = 1.0;
+    base.dropout = 0.0;
+    let (mean, std) = ds.normalization();
+    let cfg = TrainConfig {
+        epochs: args.child_epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        aux_weight: 0.0,
+        augment: Augment {
+            pad: 0,
+            flip: true,
+            cutout: 0,
+        },
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    Ok(Arc::new(TrainEvaluator {
+        base,
+        batcher: Batcher {
+            mean,
+            std,
+            augment: cfg.augment,
+        },
+        dataset: ds.to_string(),
+        train: Arc::new(train),
+        val: Arc::new(val),
+        cfg,
+    }))
+}
+
+/// `nasnet search`.
+pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
+    if let Some(SearchCommand::Report { dirs, top, plot }) = &args.command {
+        return report(dirs, *top, plot.as_deref());
+    }
+    let (Some(spec), Some(dir)) = (&args.dataset, &args.output) else {
+        bail!("nasnet search needs --dataset and -o DIR (or: nasnet search report DIR...)");
+    };
+    nasnet_search::train::keep_freed_memory();
+    let opts = SearchOptions {
+        strategy: match args.strategy {
+            StrategyArg::Rl => Kind::Rl,
+            StrategyArg::Random => Kind::Random,
+            StrategyArg::Evolution => Kind::Evolution,
+        },
+        space: Space {
+            blocks: args.blocks,
+            search_combine: true,
+        },
+        seed: args.seed,
+        budget: args.budget,
+        workers: args.workers.max(1),
+    };
+    let ev = evaluator(&args, spec)?;
+    let pb = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.budget as u64)
+    };
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} models  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t0 = std::time::Instant::now();
+    search(dir, &opts, ev, args.resume, |p| {
+        pb.set_position(p.done as u64);
+        pb.set_message(format!("best {:.4}  last {:.4}", p.best, p.last_reward));
+        if pb.is_hidden() && !args.quiet {
+            eprintln!(
+                "model {}/{}  id {}  reward {:.4}{}  best {:.4}",
+                p.done,
+                p.budget,
+                p.last_id,
+                p.last_reward,
+                if p.cached { " (cached)" } else { "" },
+                p.best
+            );
+        }
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "search finished in {:.0} s; report:",
+        t0.elapsed().as_secs_f64()
+    );
+    report(std::slice::from_ref(dir), 5, None)
+}
+
+/// Best-so-far and running top-k means after each child, in proposal order.
+pub fn curves(children: &[Child]) -> [Vec<(f64, f64)>; 3] {
+    let mut sorted: Vec<f64> = vec![];
+    let mut out = [vec![], vec![], vec![]];
+    for (n, c) in children.iter().enumerate() {
+        let at = sorted.partition_point(|&r| r > c.reward);
+        sorted.insert(at, c.reward);
+        let mean = |k: usize| {
+            let k = k.min(sorted.len());
+            sorted[..k].iter().sum::<f64>() / k as f64
+        };
+        let x = (n + 1) as f64;
+        out[0].push((x, sorted[0]));
+        out[1].push((x, mean(5)));
+        out[2].push((x, mean(25)));
+    }
+    out
+}
+
+fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Result<()> {
+    let mut panels: [Vec<(String, Vec<(f64, f64)>)>; 3] = [vec![], vec![], vec![]];
+    for dir in dirs {
+        let (kind, children) = read_children(dir)?;
+        if children.is_empty() {
+            println!(
+                "{}: {} search, no finished child yet",
+                dir.display(),
+                kind.name()
+            );
+            continue;
+        }
+        let mut ranked: Vec<&Child> = children.iter().collect();
+        ranked.sort_by(|a, b| b.reward.total_cmp(&a.reward));
+        let trained: Vec<&Child> = children.iter().filter(|c| !c.cached).collect();
+        let secs: f64 = trained.iter().map(|c| c.seconds).sum();
+        println!(
+            "{} ({} search): {} children, {} trained, {:.1} s per trained child",
+            dir.display(),
+            kind.name(),
+            children.len(),
+            trained.len(),
+            secs / trained.len().max(1) as f64
+        );
+        println!("  rank  id     reward  params    seconds  hash");
+        for (r, c) in ranked.iter().take(top).enumerate() {
+            println!(
+                "  {:>4}  {:<5}  {:.4}  {:>8}  {:>7.1}  {}{}",
+                r + 1,
+                c.id,
+                c.reward,
+                c.params,
+                c.seconds,
+                c.hash,
+                if c.cached { " (cached)" } else { "" }
+            );
+        }
+        let [best, top5, top25] = curves(&children);
+        let last = |v: &Vec<(f64, f64)>| v.last().map_or(0.0, |p| p.1);
+        println!(
+            "  after {} children: best {:.4}, top-5 mean {:.4}, top-25 mean {:.4}",
+            children.len(),
+            last(&best),
+            last(&top5),
+            last(&top25)
+        );
+        let name = kind.name().to_string();
+        panels[0].push((name.clone(), best));
+        panels[1].push((name.clone(), top5));
+        panels[2].push((name, top25));
+        let best = ranked[0];
+        write_best(dir, &best.genotype)?;
+    }
+    if panels[0].is_empty() {
+        return Ok(());
+    }
+    let path = plot_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dirs[0].join("search.png"));
+    let titles = ["best reward", "top-5 mean", "top-25 mean"];
+    let panels: Vec<Panel> = panels
+        .iter()
+        .zip(titles)
+        .map(|(series, title)| Panel {
+            title,
+            x_label: "models",
+            series: series
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect(),
+        })
+        .collect();
+    plot::write_panels(&path, &panels)?;
+    println!("plot: {}", path.display());
+    Ok(())
+}
+
+/// Writes `best_genotype.json` (for `nasnet train --genotype`) and the best cells as Graphviz
+/// DOT, with SVG and PNG renderings where `dot` is installed.
+fn write_best(dir: &Path, g: &Genotype) -> anyhow::Result<()> {
+    let json = dir.join("best_genotype.json");
+    let tmp = dir.join("best_genotype.json.partial");
+    std::fs::write(&tmp, g.to_json()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &json).with_context(|| format!("cannot write {}", json.display()))?;
+    println!("  best genotype: {}", json.display());
+    for (name, cell) in [("normal", &g.normal), ("reduction", &g.reduction)] {
+        let path = dir.join(format!("best_{name}.dot"));
+        std::fs::write(&path, cell_dot(name, cell))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut drawn = vec![];
+        for fmt in ["svg", "png"] {
+            let out = path.with_extension(fmt);
+            let status = std::process::Command::new("dot")
+                .arg(format!("-T{fmt}"))
+                .arg(&path)
+                .arg("-o")
+                .arg(&out)
+                .status();
+            if status.is_ok_and(|s| s.success()) {
+                drawn.push(out.display().to_string());
+            }
+        }
+        println!(
+            "  {name} cell: {}{}",
+            path.display(),
+            if drawn.is_empty() {
+                " (install graphviz for SVG/PNG)".to_string()
+            } else {
+                format!(", {}", drawn.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
+/// A cell in the style of the paper's Figure 4: inputs, yellow operation boxes, green
+/// combiners, and the blue concatenation of the cell's output states.
+pub fn cell_dot(name: &str, cell: &CellGenotype) -> String {
+    let mut s = format!(
+        "digraph {name} {{\n  rankdir=BT;\n  node [fontname=\"Helvetica\", style=filled];\n"
+    );
+    s += "  s0 [label=\"h[i]\", shape=box, fillcolor=\"#9ecae1\"];\n";
+    s += "  s1 [label=\"h[i-1]\", shape=box, fillcolor=\"#9ecae1\"];\n";
+    for (b, block) in cell.blocks.iter().enumerate() {
+        let state = b + 2;
+        let comb = match block.combine {
+            Combine::Add => "add",
+            Combine::Concat => "concat",
+        };
+        s += &format!("  s{state} [label=\"{comb}\", shape=circle, fillcolor=\"#a1d99b\"];\n");
+        for k in 0..2 {
+            s += &format!(
+                "  op{b}_{k} [label=\"{}\", shape=box, fillcolor=\"#fee391\"];\n  s{} -> op{b}_{k};\n  op{b}_{k} -> s{state};\n",
+                block.ops[k].name(),
+                block.inputs[k]
+            );
+        }
+    }
+    s += "  out [label=\"concat\", shape=box, fillcolor=\"#6baed6\"];\n";
+    for st in cell.output_states() {
+        s += &format!("  s{st} -> out;\n");
+    }
+    s += "  out_h [label=\"h[i+1]\", shape=box, fillcolor=\"#9ecae1\"];\n  out -> out_h;\n}\n";
+    s
+}

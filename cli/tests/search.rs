@@ -1,0 +1,186 @@
+//! `nasnet search` through the binary: killed with SIGKILL mid-search and resumed, no finished
+//! child is lost or trained again; the report summarizes and plots.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn nasnet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+}
+
+/// `(id, reward)` of every result line, in journal order.
+fn results(dir: &Path) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "result")
+        .map(|v| (v["id"].as_u64().unwrap(), v["reward"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_killed_search_resumes_without_losing_or_repeating_a_child() {
+    for strategy in ["rl", "evolution"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("search");
+        let d = dir.to_str().unwrap();
+        let args = [
+            "search",
+            "--strategy",
+            strategy,
+            "--dataset",
+            "synthetic:120",
+            "--budget",
+            "24",
+            "--workers",
+            "2",
+            "--quiet",
+            "-o",
+            d,
+        ];
+        let mut child = nasnet().args(args).spawn().unwrap();
+        let t0 = Instant::now();
+        while results(&dir).len() < 6 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let before = results(&dir);
+        assert!(before.len() < 24, "killed too late to test anything");
+        let out = nasnet().args(args).output().unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+        let mut resume = args.to_vec();
+        resume.push("--resume");
+        let out = nasnet().args(&resume).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = results(&dir);
+        let mut count: HashMap<u64, usize> = HashMap::new();
+        for (id, _) in &after {
+            *count.entry(*id).or_default() += 1;
+        }
+        assert_eq!(count.len(), 24, "{strategy}: every child finished");
+        assert!(
+            count.values().all(|&n| n == 1),
+            "{strategy}: a child ran twice"
+        );
+        assert_eq!(
+            &after[..before.len()],
+            &before[..],
+            "{strategy}: finished children kept"
+        );
+        let report = String::from_utf8(out.stdout).unwrap();
+        assert!(report.contains("24 children"), "{report}");
+        assert!(dir.join("search.png").is_file());
+        assert!(dir.join("best_genotype.json").is_file());
+        // The best cell trains: `nasnet train --genotype` takes the exported file.
+        let g = std::fs::read_to_string(dir.join("best_genotype.json")).unwrap();
+        assert!(g.contains("\"normal\"") && g.contains("\"reduction\""));
+    }
+}
+
+#[test]
+fn the_report_compares_strategies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = vec![];
+    for strategy in ["random", "evolution", "rl"] {
+        let dir = tmp.path().join(strategy);
+        let out = nasnet()
+            .args([
+                "search",
+                "--strategy",
+                strategy,
+                "--dataset",
+                "synthetic",
+                "--budget",
+                "30",
+                "--quiet",
+                "-o",
+                dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dirs.push(dir);
+    }
+    let plot = tmp.path().join("figure6.png");
+    let mut args = vec![
+        "search".to_string(),
+        "report".into(),
+        "--plot".into(),
+        plot.display().to_string(),
+    ];
+    args.extend(dirs.iter().map(|d| d.display().to_string()));
+    let out = nasnet().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for s in [
+        "random search",
+        "evolution search",
+        "rl search",
+        "top-25 mean",
+    ] {
+        assert!(text.contains(s), "{text}");
+    }
+    let png = std::fs::read(&plot).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+    // A trained model from the best genotype.
+    let best = dirs[1].join("best_genotype.json");
+    let data = tmp.path().join("none");
+    let out = nasnet()
+        .args([
+            "train",
+            "--genotype",
+            best.to_str().unwrap(),
+            "--dataset",
+            &format!("fashion-mnist:{}", data.display()),
+            "-o",
+            tmp.path().join("r").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    // The genotype is read first: a valid one gets as far as the (missing) dataset, a broken
+    // one is named.
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("train-images-idx3-ubyte"), "{e}");
+    let broken = tmp.path().join("broken.json");
+    std::fs::write(&broken, "{\"normal\": 3}").unwrap();
+    let out = nasnet()
+        .args([
+            "train",
+            "--genotype",
+            broken.to_str().unwrap(),
+            "--dataset",
+            &format!("fashion-mnist:{}", data.display()),
+            "-o",
+            tmp.path().join("r").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("broken.json: not a genotype"), "{e}");
+    let e = String::from_utf8_lossy(
+        &nasnet()
+            .args(["search", "report", tmp.path().to_str().unwrap()])
+            .output()
+            .unwrap()
+            .stderr,
+    )
+    .into_owned();
+    assert!(e.contains("no search journal"), "{e}");
+}
