@@ -74,6 +74,7 @@ fn a_search_journals_every_child_once_and_extends_on_resume() {
             seed: 7,
             budget: 25,
             workers: 3,
+            evolution: Default::default(),
         };
         let mut seen = 0;
         search(dir.path(), &opts, synthetic(1), false, |p| {
@@ -121,6 +122,11 @@ fn a_resumed_search_proposes_what_an_uninterrupted_one_does() {
             seed: 3,
             budget: 60,
             workers: 1,
+            evolution: nasnet::search::nas::strategy::EvolutionConfig {
+                population: 10,
+                sample: 3,
+                identity_prob: 0.05,
+            },
         };
         let whole = tempfile::tempdir().unwrap();
         search(whole.path(), &opts, synthetic(0), false, |_| {}).unwrap();
@@ -147,6 +153,7 @@ fn a_torn_journal_line_is_dropped() {
         seed: 1,
         budget: 5,
         workers: 1,
+        evolution: Default::default(),
     };
     search(dir.path(), &opts, synthetic(0), false, |_| {}).unwrap();
     let path = dir.path().join(JOURNAL_FILE);

@@ -216,7 +216,7 @@ pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
     let mut img = RgbImage::from_pixel((pw * panels.len() as i64) as u32, ph as u32, BG);
     for (k, panel) in panels.iter().enumerate() {
         let ox = pw * k as i64;
-        let (left, right, top, bottom) = (ox + 70, ox + pw - 20, 40i64, ph - 50);
+        let (left, right, top, bottom) = (ox + 70, ox + pw - 40, 40i64, ph - 50);
         let pts: Vec<(f64, f64)> = panel.series.iter().flat_map(|s| s.1.clone()).collect();
         let fin = |v: &f64| v.is_finite();
         let xs: Vec<f64> = pts.iter().map(|p| p.0).filter(fin).collect();
@@ -279,9 +279,9 @@ pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
                     );
                 }
             }
-            let ly = top + 8 + 18 * i as i64;
-            line(&mut img, (right - 150, ly + 6), (right - 125, ly + 6), c, 3);
-            text(&mut img, right - 118, ly, name, AXIS, 2);
+            let lx = left + 160 + 130 * i as i64;
+            line(&mut img, (lx, 16), (lx + 25, 16), c, 3);
+            text(&mut img, lx + 32, 10, name, AXIS, 2);
         }
     }
     let tmp = path.with_extension("png.partial");

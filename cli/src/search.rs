@@ -13,7 +13,7 @@ use nasnet_search::nas::evaluator::{Evaluator, SyntheticEvaluator, TrainEvaluato
 use nasnet_search::nas::journal::{Child, read_children};
 use nasnet_search::nas::run::{SearchOptions, search};
 use nasnet_search::nas::space::Space;
-use nasnet_search::nas::strategy::Kind;
+use nasnet_search::nas::strategy::{EvolutionConfig, Kind};
 use nasnet_search::train::TrainConfig;
 
 use crate::plot::{self, Panel};
@@ -80,6 +80,12 @@ pub struct SearchArgs {
     /// Children trained at once.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Evolution: population size (the first this many children are random).
+    #[arg(long, default_value_t = 100)]
+    population: usize,
+    /// Evolution: tournament size.
+    #[arg(long, default_value_t = 25)]
+    sample: usize,
     /// Blocks per cell (B).
     #[arg(long, default_value_t = 5)]
     blocks: usize,
@@ -172,6 +178,11 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         seed: args.seed,
         budget: args.budget,
         workers: args.workers.max(1),
+        evolution: EvolutionConfig {
+            population: args.population.max(1),
+            sample: args.sample.clamp(1, args.population.max(1)),
+            ..EvolutionConfig::default()
+        },
     };
     let ev = evaluator(&args, spec)?;
     let pb = if args.quiet {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluator::ChildResult;
 use super::space::Space;
-use super::strategy::{Kind, Proposed};
+use super::strategy::{EvolutionConfig, Kind, Proposed};
 
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 
@@ -23,6 +23,8 @@ pub enum Record {
         strategy: Kind,
         space: Space,
         seed: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evolution: Option<EvolutionConfig>,
         evaluator: serde_json::Value,
     },
     Proposal {

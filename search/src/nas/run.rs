@@ -13,7 +13,7 @@ use nasnet_core::space::Genotype;
 use super::evaluator::{ChildResult, Evaluator};
 use super::journal::{JOURNAL_FILE, Journal, JournalError, Record};
 use super::space::{Space, genotype_hash};
-use super::strategy::{Kind, Proposed, Strategy, StrategyError};
+use super::strategy::{EvolutionConfig, Kind, Proposed, Strategy, StrategyError};
 
 /// A search's error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,8 @@ pub struct SearchOptions {
     pub budget: usize,
     /// Children in flight at once.
     pub workers: usize,
+    /// Population and tournament size of evolution.
+    pub evolution: EvolutionConfig,
 }
 
 /// Reported as the search goes.
@@ -88,6 +90,7 @@ pub fn search(
         strategy: opts.strategy,
         space: opts.space,
         seed: opts.seed,
+        evolution: (opts.strategy == Kind::Evolution).then_some(opts.evolution),
         evaluator: evaluator.describe(),
     };
     match records.first() {
@@ -103,6 +106,7 @@ pub fn search(
     }
 
     let mut strategy = Strategy::new(opts.strategy, opts.space, opts.seed)?;
+    strategy.evolution = opts.evolution;
     strategy.load(dir)?;
     // Rebuild the search's state from the journal, replaying into the strategy the events
     // (at most one) it had not saved when the process stopped.
