@@ -239,8 +239,11 @@ pub fn curves(children: &[Child]) -> [Vec<(f64, f64)>; 3] {
     out
 }
 
+/// A named line of `(x, y)` points.
+type Series = (String, Vec<(f64, f64)>);
+
 fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Result<()> {
-    let mut panels: [Vec<(String, Vec<(f64, f64)>)>; 3] = [vec![], vec![], vec![]];
+    let mut panels: [Vec<Series>; 3] = [vec![], vec![], vec![]];
     for dir in dirs {
         let (kind, children) = read_children(dir)?;
         if children.is_empty() {

@@ -317,7 +317,7 @@ mod tests {
         let (d, lp) = c.sample(&mut rng).unwrap();
         assert_eq!(d.len(), 50);
         space.decode(&d).validate().unwrap();
-        let again = c.log_prob(&[d.clone()]).unwrap()[0];
+        let again = c.log_prob(std::slice::from_ref(&d)).unwrap()[0];
         assert!((again - lp).abs() < 1e-4, "{again} vs {lp}");
         // Near-uniform at initialization: log-probability close to the uniform one.
         let uniform: f64 = space
@@ -342,10 +342,10 @@ mod tests {
         .unwrap();
         let mut rng = Rng::new(5);
         let good = space.random(&mut rng);
-        let before = c.log_prob(&[good.clone()]).unwrap()[0];
+        let before = c.log_prob(std::slice::from_ref(&good)).unwrap()[0];
         let old = before;
         c.update(&[(good.clone(), old, 1.0)]).unwrap();
-        let after = c.log_prob(&[good.clone()]).unwrap()[0];
+        let after = c.log_prob(std::slice::from_ref(&good)).unwrap()[0];
         assert!(after > before, "{before} -> {after}");
         // Saved and loaded, the policy is the same.
         let dir = tempfile::tempdir().unwrap();
@@ -354,7 +354,7 @@ mod tests {
         let mut d = Controller::new(space, PpoConfig::default(), 9).unwrap();
         d.load(&path).unwrap();
         assert_eq!(
-            d.log_prob(&[good.clone()]).unwrap(),
+            d.log_prob(std::slice::from_ref(&good)).unwrap(),
             c.log_prob(&[good]).unwrap()
         );
         assert_eq!(d.adam_t, c.adam_t);
