@@ -30,7 +30,7 @@ fn learn(kind: Kind, seed: u64, budget: usize, tail: usize) -> f64 {
 
 #[test]
 fn evolution_and_the_controller_beat_random_search() {
-    let (budget, tail) = (500, 100);
+    let (budget, tail) = (1000, 200);
     let mut sums = [0.0; 3];
     for seed in [1, 2, 3] {
         let r: Vec<f64> = [Kind::Random, Kind::Evolution, Kind::Rl]

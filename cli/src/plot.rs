@@ -216,7 +216,7 @@ pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
     let mut img = RgbImage::from_pixel((pw * panels.len() as i64) as u32, ph as u32, BG);
     for (k, panel) in panels.iter().enumerate() {
         let ox = pw * k as i64;
-        let (left, right, top, bottom) = (ox + 70, ox + pw - 40, 40i64, ph - 50);
+        let (left, right, top, bottom) = (ox + 70, ox + pw - 40, 56i64, ph - 50);
         let pts: Vec<(f64, f64)> = panel.series.iter().flat_map(|s| s.1.clone()).collect();
         let fin = |v: &f64| v.is_finite();
         let xs: Vec<f64> = pts.iter().map(|p| p.0).filter(fin).collect();
@@ -247,7 +247,7 @@ pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
         }
         line(&mut img, (left, bottom), (right, bottom), AXIS, 1);
         line(&mut img, (left, top), (left, bottom), AXIS, 1);
-        text(&mut img, left, 10, panel.title, AXIS, 2);
+        text(&mut img, ox + 10, 8, panel.title, AXIS, 2);
         text(
             &mut img,
             right - 12 * panel.x_label.len() as i64,
@@ -279,9 +279,9 @@ pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
                     );
                 }
             }
-            let lx = left + 160 + 130 * i as i64;
-            line(&mut img, (lx, 16), (lx + 25, 16), c, 3);
-            text(&mut img, lx + 32, 10, name, AXIS, 2);
+            let lx = ox + 10 + 165 * i as i64;
+            line(&mut img, (lx, 36), (lx + 25, 36), c, 3);
+            text(&mut img, lx + 32, 30, name, AXIS, 2);
         }
     }
     let tmp = path.with_extension("png.partial");
