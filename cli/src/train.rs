@@ -148,11 +148,14 @@ struct Start {
     name: String,
 }
 
-fn start(args: &TrainArgs, spec: &DatasetSpec, train: &Dataset) -> anyhow::Result<Start> {
+fn start(
+    args: &TrainArgs,
+    from: Option<(PathBuf, ModelMeta)>,
+    spec: &DatasetSpec,
+    train: &Dataset,
+) -> anyhow::Result<Start> {
     let classes = train.classes.len();
-    if let Some(from) = &args.from {
-        let dir = args.zoo.model_dir(from)?;
-        let meta = ModelMeta::load(&dir)?;
+    if let Some((dir, meta)) = from {
         let path = dir.join(meta::WEIGHTS_FILE);
         let mut weights = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
             .with_context(|| format!("{}: cannot read weights", path.display()))?;
@@ -221,13 +224,18 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let size = match (&args.from, args.image_size) {
-        (_, Some(s)) => s,
-        (Some(from), None) => {
-            ModelMeta::load(&args.zoo.model_dir(from)?)?
-                .preprocessing
-                .crop
+    // The model fine-tuned from, found (and pulled) once.
+    let from = match &args.from {
+        Some(id) => {
+            let dir = args.zoo.model_dir(id)?;
+            let meta = ModelMeta::load(&dir)?;
+            Some((dir, meta))
         }
+        None => None,
+    };
+    let size = match (&from, args.image_size) {
+        (_, Some(s)) => s,
+        (Some((_, meta)), None) => meta.preprocessing.crop,
         (None, None) => 224,
     };
     let t0 = Instant::now();
@@ -245,7 +253,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         full.classes.len(),
         t0.elapsed().as_secs_f64()
     );
-    let start = start(&args, &spec, &train_set)?;
+    let start = start(&args, from, &spec, &train_set)?;
     let cfg = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,

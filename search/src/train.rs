@@ -545,10 +545,18 @@ impl Trainer {
         let mut window = (Instant::now(), 0usize);
         let mut last = Instant::now();
         let mut rate = 0.0;
+        // The epoch's shuffled order, computed once per epoch.
+        let mut order: Option<(usize, Vec<usize>)> = None;
         while self.state.step < end {
             let epoch = self.state.step / per_epoch;
             let within = self.state.step % per_epoch;
-            let order = self.epoch_order(epoch, train.len());
+            if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                order = Some((epoch, self.epoch_order(epoch, train.len())));
+            }
+            let order = order
+                .as_ref()
+                .map(|(_, o)| o.as_slice())
+                .unwrap_or_default();
             let bs = self.cfg.batch_size;
             let idx = &order[within * bs..((within + 1) * bs).min(order.len())];
             let mut rng = self.state.rng;
