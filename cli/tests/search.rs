@@ -184,3 +184,62 @@ fn the_report_compares_strategies() {
     .into_owned();
     assert!(e.contains("no search journal"), "{e}");
 }
+
+#[test]
+fn bad_search_and_eval_requests_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let run = |args: &[&str]| {
+        let out = nasnet().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let d = dir.to_str().unwrap();
+    let e = run(&["search", "--dataset", "synthetic", "--resume", "-o", d]);
+    assert!(e.contains("no search to resume"), "{e}");
+    let e = run(&["search", "--dataset", "synthetic:soon", "-o", d]);
+    assert!(e.contains("expected synthetic:MILLISECONDS"), "{e}");
+    let e = run(&["search", "--dataset", "synthetic"]);
+    assert!(e.contains("needs --dataset and -o"), "{e}");
+    // More class folders than the model has classes.
+    let model = tmp.path().join("model");
+    let out = nasnet()
+        .args([
+            "synthetic",
+            "--arch",
+            "nasnet-a-cifar",
+            "--filters",
+            "8",
+            "--classes",
+            "2",
+            "-o",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folder = tmp.path().join("folder");
+    for class in ["a", "b", "c"] {
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg"),
+            folder.join(class).join("x.jpg"),
+        )
+        .unwrap();
+    }
+    let e = run(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        &format!("folder:{}", folder.display()),
+    ]);
+    assert!(
+        e.contains("3 class folders, but the model has 2 classes"),
+        "{e}"
+    );
+}

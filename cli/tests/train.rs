@@ -337,6 +337,13 @@ fn bad_datasets_are_named() {
         out.to_str().unwrap(),
     ));
     assert!(e.contains("train-images-idx3-ubyte"), "{e}");
+    let good = tmp.path().join("good");
+    write_idx(&good, 8, 2);
+    let spec = format!("fashion-mnist:{}", good.display());
+    let mut resume = train_args(&spec, out.to_str().unwrap());
+    resume.push("--resume");
+    let e = fails(&resume);
+    assert!(e.contains("no checkpoint to resume from"), "{e}");
     let e = fails(&train_args("imagenet:/nowhere", out.to_str().unwrap()));
     assert!(e.contains("unknown dataset"), "{e}");
     let data_dir = tmp.path().join("bad");
