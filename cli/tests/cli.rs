@@ -1,6 +1,9 @@
 //! End to end through the `nasnet` binary: import upstream-layout weight files with synthetic
 //! weights, classify the reference inputs, compare with the reference logits; and bad input.
 
+mod common;
+use common::backends;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -138,25 +141,6 @@ fn import_and_classify(preset: Preset, upstream: &Path, from: &str, expected: &T
             check_rows(&format!("{what} {input}"), logits, expected, row.unwrap());
         }
     }
-}
-
-/// The backends to test: all three, or candle and tract when ONNX Runtime is not installed
-/// (said on stderr; CI sets NASNET_REQUIRE_ORT so that it is never skipped there).
-fn backends() -> Vec<&'static str> {
-    let lib = nasnet_runtime::ort_library(nasnet_runtime::Device::Cpu);
-    if lib.exists() {
-        return vec!["candle", "tract", "ort"];
-    }
-    assert!(
-        std::env::var_os("NASNET_REQUIRE_ORT").is_none(),
-        "NASNET_REQUIRE_ORT is set but {} does not exist",
-        lib.display()
-    );
-    eprintln!(
-        "SKIPPED (ort backend): ONNX Runtime not installed at {}; run scripts/setup.sh",
-        lib.display()
-    );
-    vec!["candle", "tract"]
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! directory is a model every backend serves, runs stop and resume, fine-tuning replaces the
 //! classifier, bad datasets fail with the file named.
 
+mod common;
+use common::backends;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -91,23 +94,6 @@ fn write_bmp(path: &Path, grey: &[u8], w: u32, h: u32) {
         b.resize(b.len() + (row - w * 3) as usize, 0);
     }
     std::fs::write(path, b).unwrap();
-}
-
-fn backends() -> Vec<&'static str> {
-    let lib = nasnet_runtime::ort_library(nasnet_runtime::Device::Cpu);
-    if lib.exists() {
-        return vec!["candle", "tract", "ort"];
-    }
-    assert!(
-        std::env::var_os("NASNET_REQUIRE_ORT").is_none(),
-        "NASNET_REQUIRE_ORT is set but {} does not exist",
-        lib.display()
-    );
-    eprintln!(
-        "SKIPPED (ort backend): ONNX Runtime not installed at {}; run scripts/setup.sh",
-        lib.display()
-    );
-    vec!["candle", "tract"]
 }
 
 fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {

@@ -1,0 +1,20 @@
+//! Helpers shared by the binary's test files.
+
+/// The backends to test: all three, or candle and tract when ONNX Runtime is not installed
+/// (said on stderr; CI sets NASNET_REQUIRE_ORT so that it is never skipped there).
+pub fn backends() -> Vec<&'static str> {
+    let lib = nasnet_runtime::ort_library(nasnet_runtime::Device::Cpu);
+    if lib.exists() {
+        return vec!["candle", "tract", "ort"];
+    }
+    assert!(
+        std::env::var_os("NASNET_REQUIRE_ORT").is_none(),
+        "NASNET_REQUIRE_ORT is set but {} does not exist",
+        lib.display()
+    );
+    eprintln!(
+        "SKIPPED (ort backend): ONNX Runtime not installed at {}; run scripts/setup.sh",
+        lib.display()
+    );
+    vec!["candle", "tract"]
+}
