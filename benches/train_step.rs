@@ -6,30 +6,39 @@
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nasnet::Preset;
-use nasnet::search::train::{TrainConfig, Trainer, initial_weights, keep_freed_memory};
+use nasnet::search::train::{
+    TrainConfig, Trainer, candle_ops_on_caller_thread, initial_weights, keep_freed_memory,
+};
 
 fn train_step(c: &mut Criterion) {
     keep_freed_memory();
+    // SAFETY: the benchmark has started no thread yet.
+    unsafe { candle_ops_on_caller_thread() };
     let mut config = Preset::Cifar.config();
     config.cells = 2;
     config.filters = 16;
     config.image_size = 32;
     config.num_classes = 10;
     let weights = initial_weights(&config, 0).expect("weights");
-    let cfg = TrainConfig {
-        batch_size: 32,
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(&config, weights, cfg, &Device::Cpu).expect("trainer");
     let x = Tensor::randn(0f32, 1f32, (32, 3, 32, 32), &Device::Cpu).expect("input");
     let y =
         Tensor::from_vec((0..32u32).map(|i| i % 10).collect(), 32, &Device::Cpu).expect("labels");
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10);
     group.throughput(criterion::Throughput::Elements(32));
-    group.bench_function("nasnet-a-cifar_n2_f16_b32_32px", |b| {
-        b.iter(|| trainer.step(&x, &y, 1_000_000).expect("step"))
-    });
+    for replicas in [1, 2] {
+        let cfg = TrainConfig {
+            batch_size: 32,
+            replicas,
+            ..TrainConfig::default()
+        };
+        let mut trainer =
+            Trainer::new(&config, weights.clone(), cfg, &Device::Cpu).expect("trainer");
+        let name = format!("nasnet-a-cifar_n2_f16_b32_32px_replicas{replicas}");
+        group.bench_function(name, |b| {
+            b.iter(|| trainer.step(&x, &y, 1_000_000).expect("step"))
+        });
+    }
     group.finish();
 }
 

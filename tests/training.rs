@@ -123,18 +123,21 @@ fn metric_columns(dir: &Path) -> Vec<(usize, usize, String, String, String)> {
 fn a_resumed_run_ends_with_the_same_weights() {
     let data = toy_data(40, 1);
     let (train_set, val) = data.split(8, 2);
-    for optimizer in [
-        Optimizer::Sgd {
-            momentum: 0.9,
-            nesterov: true,
-        },
-        Optimizer::RmsProp {
-            decay: 0.9,
-            momentum: 0.9,
-            epsilon: 1.0,
-        },
-    ] {
-        let c = cfg(optimizer);
+    let sgd = cfg(Optimizer::Sgd {
+        momentum: 0.9,
+        nesterov: true,
+    });
+    let rmsprop = cfg(Optimizer::RmsProp {
+        decay: 0.9,
+        momentum: 0.9,
+        epsilon: 1.0,
+    });
+    let parallel = TrainConfig {
+        replicas: 2,
+        ..sgd.clone()
+    };
+    for c in [sgd, rmsprop, parallel] {
+        let what = format!("{:?}, {} replicas", c.optimizer, c.replicas);
         let whole = tempfile::tempdir().unwrap();
         let mut a = trainer(&c);
         a.fit(
@@ -178,7 +181,7 @@ fn a_resumed_run_ends_with_the_same_weights() {
         assert_eq!(a.state.step, 8);
         assert_eq!(b2.state.step, 8);
         let (wa, wb) = (a.state_dict().unwrap(), b2.state_dict().unwrap());
-        assert_eq!(max_abs_diff(&wa, &wb), 0.0, "{optimizer:?}");
+        assert_eq!(max_abs_diff(&wa, &wb), 0.0, "{what}");
         assert_eq!(a.state.rng, b2.state.rng);
         assert_eq!(metric_columns(whole.path()), metric_columns(split.path()));
         // Training moved the weights and the batch-norm statistics.
@@ -202,6 +205,85 @@ fn a_resumed_run_ends_with_the_same_weights() {
             .collect();
         assert_eq!(kept, vec![6, 8]);
     }
+}
+
+/// With replicas, a step is the average of the halves' gradients (each half with its own
+/// batch-norm statistics), and the running statistics follow the first half.
+#[test]
+fn replicas_average_the_gradients_of_the_batch_parts() {
+    let mut config = tiny_config();
+    config.dropout = 0.0;
+    config.drop_path_keep_prob = 1.0;
+    let c = TrainConfig {
+        weight_decay: 0.0,
+        clip_norm: None,
+        ..cfg(Optimizer::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+        })
+    };
+    let make = |replicas: usize| {
+        let w = initial_weights(&config, 5).unwrap();
+        Trainer::new(
+            &config,
+            w,
+            TrainConfig {
+                replicas,
+                ..c.clone()
+            },
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let data = toy_data(8, 3);
+    let idx: Vec<usize> = (0..8).collect();
+    let plain = Batcher {
+        augment: Augment::NONE,
+        ..batcher()
+    };
+    let (x, y) = plain
+        .batch(&data, &idx, &mut Rng::new(0), &Device::Cpu)
+        .unwrap();
+    let w0 = initial_weights(&config, 5).unwrap();
+
+    let mut whole = make(2);
+    let (loss, correct) = whole.step(&x, &y, 100).unwrap();
+    let mut halves = vec![];
+    for part in 0..2 {
+        let mut t = make(1);
+        let (xp, yp) = (
+            x.narrow(0, part * 4, 4).unwrap(),
+            y.narrow(0, part * 4, 4).unwrap(),
+        );
+        halves.push((t.step(&xp, &yp, 100).unwrap(), t.state_dict().unwrap()));
+    }
+    let mean_loss = (halves[0].0.0 + halves[1].0.0) / 2.0;
+    assert!((loss - mean_loss).abs() < 1e-5, "{loss} vs {mean_loss}");
+    assert_eq!(correct, halves[0].0.1 + halves[1].0.1);
+    let w = whole.state_dict().unwrap();
+    let (a, b) = (&halves[0].1, &halves[1].1);
+    let mut worst = 0f32;
+    for (name, t) in &w {
+        let expected = if name.contains("running_") {
+            a[name].clone()
+        } else {
+            // Plain SGD from zero momentum is linear in the gradient.
+            ((&a[name] + &b[name]).unwrap() * 0.5).unwrap()
+        };
+        let d = (t - &expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        worst = worst.max(d);
+    }
+    assert!(worst < 1e-5, "largest difference {worst}");
+    assert!(max_abs_diff(&w, &w0) > 1e-3, "the step moved nothing");
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod infer;
 mod plot;
 mod search;
 mod train;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -225,6 +226,9 @@ enum Command {
     /// regularized evolution), training children on a proxy dataset; `search report DIR...`
     /// summarizes searches.
     Search(Box<search::SearchArgs>),
+    /// Train the children that `nasnet search --redis URL` publishes, until stopped; run any
+    /// number, on any machines that reach the Redis server and the dataset.
+    Worker(worker::WorkerArgs),
     /// Write the pooled penultimate features (embeddings) of images.
     Embed {
         #[command(flatten)]
@@ -353,6 +357,10 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Search(args) => {
             search::run_search(*args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            worker::run_worker(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed {

@@ -1,20 +1,15 @@
 //! `nasnet search` and `nasnet search report`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use nasnet_core::Preset;
 use nasnet_core::space::{CellGenotype, Combine, Genotype};
-use nasnet_search::data::{Augment, Batcher, DatasetSpec, Split};
-use nasnet_search::nas::evaluator::{Evaluator, SyntheticEvaluator, TrainEvaluator};
+use nasnet_search::nas::evaluator::ChildBudget;
 use nasnet_search::nas::journal::{Child, read_children};
 use nasnet_search::nas::run::{SearchOptions, search};
 use nasnet_search::nas::space::Space;
 use nasnet_search::nas::strategy::{EvolutionConfig, Kind};
-use nasnet_search::train::TrainConfig;
 
 use crate::plot::{self, Panel};
 
@@ -77,9 +72,16 @@ pub struct SearchArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
-    /// Children trained at once.
+    /// Children trained at once (in this process, or in flight on the queue with --redis).
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Send children to `nasnet worker` processes through Redis Streams at this URL
+    /// (redis://HOST:PORT/) instead of training them here.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// The queue's name: its streams are QUEUE:jobs and QUEUE:results.
+    #[arg(long, default_value = "nasnet", requires = "redis")]
+    queue: String,
     /// Evolution: population size (the first this many children are random).
     #[arg(long, default_value_t = 100)]
     population: usize,
@@ -101,59 +103,19 @@ pub struct SearchArgs {
     output: Option<PathBuf>,
 }
 
-fn evaluator(args: &SearchArgs, spec: &str) -> anyhow::Result<Arc<dyn Evaluator>> {
-    if let Some(rest) = spec.strip_prefix("synthetic") {
-        let ms = match rest.strip_prefix(':') {
-            Some(ms) => ms
-                .parse()
-                .with_context(|| format!("{spec}: expected synthetic:MILLISECONDS"))?,
-            None if rest.is_empty() => 0,
-            None => bail!("{spec}: expected synthetic or synthetic:MILLISECONDS"),
-        };
-        return Ok(Arc::new(SyntheticEvaluator {
-            delay: Duration::from_millis(ms),
-        }));
-    }
-    let ds: DatasetSpec = spec.parse()?;
-    let full = ds.load(Split::Train, 32)?;
-    let (mut train, val) = full.split(args.val_count.min(full.len() / 5), args.seed);
-    if let Some(n) = args.train_subset {
-        train = train.take(n, args.seed ^ 0x5eed);
-    }
-    let mut base = Preset::Cifar.config();
-    base.cells = args.cells;
-    base.filters = args.filters;
-    base.image_size = full.height;
-    base.num_classes = full.classes.len();
-    base.aux_head = false;
-    base.drop_path_keep_prob = 1.0;
-    base.dropout = 0.0;
-    let (mean, std) = ds.normalization();
-    let cfg = TrainConfig {
+/// What each child is trained on and for how long.
+fn budget(args: &SearchArgs, spec: &str) -> ChildBudget {
+    ChildBudget {
+        dataset: spec.to_owned(),
+        cells: args.cells,
+        filters: args.filters,
         epochs: args.child_epochs,
+        train_subset: args.train_subset,
+        val_count: args.val_count,
         batch_size: args.batch_size,
         lr: args.lr,
-        aux_weight: 0.0,
-        augment: Augment {
-            pad: 0,
-            flip: true,
-            cutout: 0,
-        },
         seed: args.seed,
-        ..TrainConfig::default()
-    };
-    Ok(Arc::new(TrainEvaluator {
-        base,
-        batcher: Batcher {
-            mean,
-            std,
-            augment: cfg.augment,
-        },
-        dataset: ds.to_string(),
-        train: Arc::new(train),
-        val: Arc::new(val),
-        cfg,
-    }))
+    }
 }
 
 /// `nasnet search`.
@@ -184,7 +146,12 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
             ..EvolutionConfig::default()
         },
     };
-    let ev = evaluator(&args, spec)?;
+    let budget = budget(&args, spec);
+    budget.synthetic_delay()?;
+    let ev = match &args.redis {
+        Some(url) => crate::worker::redis_evaluator(url, &args.queue, dir, &budget)?,
+        None => budget.evaluator(&candle_core::Device::Cpu)?,
+    };
     let pb = if args.quiet {
         ProgressBar::hidden()
     } else {

@@ -102,6 +102,10 @@ pub struct TrainArgs {
     cutout: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Split each batch into this many parts trained in parallel (batch-norm statistics per
+    /// part); use the number of cores. The result depends on this, not on the machine.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Also checkpoint every this many steps (besides each epoch's end).
     #[arg(long, default_value_t = 500)]
     checkpoint_every: usize,
@@ -125,7 +129,7 @@ pub struct TrainArgs {
     output: PathBuf,
 }
 
-fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
+pub fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
     Ok(match spec.parse().map_err(anyhow::Error::msg)? {
         nasnet_runtime::Device::Cpu => candle_core::Device::Cpu,
         nasnet_runtime::Device::Cuda(n) => infer::candle_cuda(n)?,
@@ -211,6 +215,10 @@ fn start(
 /// `nasnet train`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     train::keep_freed_memory();
+    if args.replicas > 1 {
+        // SAFETY: the command has started no thread yet.
+        unsafe { train::candle_ops_on_caller_thread() };
+    }
     let spec: DatasetSpec = args.dataset.parse()?;
     if let Some(g) = &args.genotype {
         genotype(g)?
@@ -275,6 +283,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         aux_weight: args.aux_weight,
         clip_norm: (args.clip_norm > 0.0).then_some(args.clip_norm),
         bn_momentum: 0.1,
+        replicas: args.replicas,
         augment: Augment {
             pad: args.pad,
             flip: !args.no_flip,

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Augment, Batcher, Dataset};
@@ -36,6 +37,15 @@ pub enum TrainError {
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// One forward and backward pass over (part of) a batch.
+struct Pass {
+    loss: f64,
+    correct: usize,
+    grads: Vec<Vec<f32>>,
+    rng: Rng,
+    len: usize,
+}
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |error| TrainError::Io {
@@ -89,6 +99,15 @@ pub struct TrainConfig {
     pub augment: Augment,
     pub trainable: Trainable,
     pub seed: u64,
+    /// Each batch is split into this many parts whose forward and backward passes run in
+    /// parallel, with batch-norm statistics per part ("ghost" batch norm); the gradients are
+    /// averaged. The result depends on this number but not on the number of cores.
+    #[serde(default = "one")]
+    pub replicas: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -114,6 +133,7 @@ impl Default for TrainConfig {
             },
             trainable: Trainable::All,
             seed: 0,
+            replicas: 1,
         }
     }
 }
@@ -238,6 +258,22 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
+/// Makes Candle's element-wise CPU operations run on the calling thread. Candle runs large
+/// element-wise operations on a pool that serves one caller at a time, so the replicas of a
+/// step ([`TrainConfig::replicas`]) would queue for it; with this they run side by side on
+/// their own cores (convolutions still use every core). It takes effect only before Candle's
+/// first element-wise operation in the process, and does nothing if `CANDLE_NUM_THREADS` is
+/// set.
+///
+/// # Safety
+/// It sets an environment variable: call it before the process has other threads.
+pub unsafe fn candle_ops_on_caller_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: the caller guarantees that no other thread reads the environment.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }
 
@@ -398,7 +434,70 @@ impl Trainer {
     /// One optimizer step on a batch; returns the batch's loss and correct count.
     pub fn step(&mut self, x: &Tensor, y: &Tensor, total_steps: usize) -> Result<(f64, usize)> {
         let progress = self.state.step as f64 / total_steps.max(1) as f64;
-        let mut g = CandleGraph::train(progress, self.cfg.bn_momentum, self.state.rng);
+        let n = x.dim(0)?;
+        let parts = self.cfg.replicas.clamp(1, n.max(1));
+        let momentum = self.cfg.bn_momentum;
+        let passes = if parts == 1 {
+            vec![self.pass(x, y, progress, Some(momentum), self.state.rng)?]
+        } else {
+            let len = n.div_ceil(parts);
+            let base = self.state.rng;
+            let this = &*self;
+            (0..n.div_ceil(len))
+                .into_par_iter()
+                .map(|i| {
+                    let (start, len) = (i * len, len.min(n - i * len));
+                    // One part updates the running statistics, so they stay a moving average
+                    // of batch statistics.
+                    this.pass(
+                        &x.narrow(0, start, len)?,
+                        &y.narrow(0, start, len)?,
+                        progress,
+                        (i == 0).then_some(momentum),
+                        base.fork(i as u64 + 1),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        self.state.rng = match passes.as_slice() {
+            [only] => only.rng,
+            _ => self.state.rng.fork(0),
+        };
+        let (mut loss, mut correct) = (0.0, 0);
+        let mut grads: Vec<Vec<f32>> = Vec::new();
+        for pass in passes {
+            let w = pass.len as f64 / n as f64;
+            loss += pass.loss * w;
+            correct += pass.correct;
+            if grads.is_empty() {
+                grads = pass.grads;
+                if w != 1.0 {
+                    grads.iter_mut().flatten().for_each(|g| *g *= w as f32);
+                }
+            } else {
+                for (acc, g) in grads.iter_mut().zip(pass.grads) {
+                    acc.iter_mut().zip(g).for_each(|(a, g)| *a += g * w as f32);
+                }
+            }
+        }
+        let lr = cosine_lr(&self.cfg, self.state.step, total_steps);
+        self.apply(grads, lr)?;
+        self.state.step += 1;
+        Ok((loss, correct))
+    }
+
+    /// Forward and backward over (part of) a batch; the gradients come back on the host, in
+    /// the order of `params`.
+    fn pass(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        progress: f64,
+        bn_momentum: Option<f64>,
+        rng: Rng,
+    ) -> Result<Pass> {
+        let mut g = CandleGraph::train(progress, 0.0, rng);
+        g.bn_momentum = bn_momentum;
         let (logits, aux) = match self.cfg.trainable {
             Trainable::All => {
                 let out = self.net.forward_graph(&mut g, x)?;
@@ -414,38 +513,40 @@ impl Trainer {
                 (self.net.last_linear.forward(&mut g, &f)?, None)
             }
         };
-        self.state.rng = g.rng;
         let eps = self.cfg.label_smoothing;
         let mut loss = smoothed_cross_entropy(&logits, y, eps)?;
         if let Some(aux) = aux.filter(|_| self.cfg.aux_weight > 0.0) {
             loss = (loss + (smoothed_cross_entropy(&aux, y, eps)? * self.cfg.aux_weight)?)?;
         }
-        let grads = loss.backward()?;
-        let lr = cosine_lr(&self.cfg, self.state.step, total_steps);
-        self.apply(&grads, lr)?;
-        self.state.step += 1;
+        let store = loss.backward()?;
+        let grads = self
+            .params
+            .iter()
+            .map(|(_, v)| match store.get(v.as_tensor()) {
+                Some(g) => Ok(g.flatten_all()?.to_vec1::<f32>()?),
+                None => Ok(vec![0.0; v.as_tensor().elem_count()]),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let correct = logits
             .argmax(D::Minus1)?
             .eq(y)?
             .to_dtype(DType::F32)?
             .sum_all()?
             .to_scalar::<f32>()? as usize;
-        Ok((loss.to_scalar::<f32>()? as f64, correct))
+        Ok(Pass {
+            loss: loss.to_scalar::<f32>()? as f64,
+            correct,
+            grads,
+            rng: g.rng,
+            len: x.dim(0)?,
+        })
     }
 
-    fn apply(&mut self, grads: &candle_core::backprop::GradStore, lr: f64) -> Result<()> {
+    /// The optimizer update from `gs`, the gradients of `params` in order.
+    fn apply(&mut self, gs: Vec<Vec<f32>>, lr: f64) -> Result<()> {
         // The update runs on host vectors: a few hundred small tensors would otherwise cost a
         // dozen device operations each.
-        let mut gs = Vec::with_capacity(self.params.len());
-        let mut sq = 0f64;
-        for (_, v) in &self.params {
-            let g = match grads.get(v.as_tensor()) {
-                Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
-                None => vec![0.0; v.as_tensor().elem_count()],
-            };
-            sq += g.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>();
-            gs.push(g);
-        }
+        let sq: f64 = gs.iter().flatten().map(|x| (*x as f64) * (*x as f64)).sum();
         let norm = sq.sqrt();
         let scale = match self.cfg.clip_norm {
             Some(c) if norm > c => (c / norm) as f32,
@@ -502,21 +603,28 @@ impl Trainer {
             augment: Augment::NONE,
             ..batcher.clone()
         };
-        let (mut loss, mut correct) = (0.0, 0usize);
         let idx: Vec<usize> = (0..data.len()).collect();
-        let mut rng = Rng::new(0);
-        for chunk in idx.chunks(self.cfg.batch_size.max(64)) {
-            let (x, y) = plain.batch(data, chunk, &mut rng, &self.device)?;
+        let chunks: Vec<&[usize]> = idx.chunks(self.cfg.batch_size.max(64)).collect();
+        let one = |chunk: &[usize]| -> Result<(f64, usize)> {
+            let (x, y) = plain.batch(data, chunk, &mut Rng::new(0), &self.device)?;
             let logits = self.net.forward(&x)?.logits.detach();
-            loss += smoothed_cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64
-                * chunk.len() as f64;
-            correct += logits
+            let loss = smoothed_cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()? as f64;
+            let correct = logits
                 .argmax(D::Minus1)?
                 .eq(&y)?
                 .to_dtype(DType::F32)?
                 .sum_all()?
                 .to_scalar::<f32>()? as usize;
-        }
+            Ok((loss * chunk.len() as f64, correct))
+        };
+        // With replicas, batches are evaluated side by side like a step's parts.
+        let parts: Vec<(f64, usize)> = if self.cfg.replicas > 1 {
+            chunks.into_par_iter().map(one).collect::<Result<_>>()?
+        } else {
+            chunks.into_iter().map(one).collect::<Result<_>>()?
+        };
+        let loss: f64 = parts.iter().map(|p| p.0).sum();
+        let correct: usize = parts.iter().map(|p| p.1).sum();
         let n = data.len().max(1) as f64;
         Ok((loss / n, correct as f64 / n))
     }

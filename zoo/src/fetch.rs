@@ -161,6 +161,21 @@ fn bar(total: u64, what: &str, show: bool) -> indicatif::ProgressBar {
 
 /// Downloads `url` to `dest` through a `.partial` file, verifying length and checksum first.
 fn download(url: &str, dest: &Path, source: &Source, progress: bool) -> Result<()> {
+    download_checked(url, dest, progress, |tmp| verify(tmp, source))
+}
+
+/// Downloads `url` to `dest` through a `.partial` file, so that `dest` is complete or absent;
+/// the caller checks the contents.
+pub fn download_url(url: &str, dest: &Path, progress: bool) -> Result<()> {
+    download_checked(url, dest, progress, |_| Ok(()))
+}
+
+fn download_checked(
+    url: &str,
+    dest: &Path,
+    progress: bool,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let fail = |problem: String| Error::Download {
         resource: url.to_owned(),
         problem,
@@ -216,7 +231,7 @@ fn download(url: &str, dest: &Path, source: &Source, progress: bool) -> Result<(
             error,
         })
     });
-    let result = result.and_then(|()| verify(&tmp, source));
+    let result = result.and_then(|()| check(&tmp));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(match e {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use nasnet_core::space::Genotype;
 
-use super::evaluator::{ChildResult, Evaluator};
+use super::evaluator::{ChildResult, EvalError, Evaluator};
 use super::journal::{JOURNAL_FILE, Journal, JournalError, Record};
 use super::space::{Space, genotype_hash};
 use super::strategy::{EvolutionConfig, Kind, Proposed, Strategy, StrategyError};
@@ -24,6 +24,8 @@ pub enum SearchError {
     Strategy(#[from] StrategyError),
     #[error("{0}")]
     Setup(String),
+    #[error("the evaluator stopped working: {0} (resume the search when it works again)")]
+    Unavailable(String),
 }
 
 type Result<T> = std::result::Result<T, SearchError>;
@@ -184,7 +186,7 @@ pub fn search(
         .max_blocking_threads(opts.workers.max(1))
         .build()
         .map_err(|e| SearchError::Setup(format!("cannot start the worker pool: {e}")))?;
-    rt.block_on(async {
+    let outcome = rt.block_on(async {
         let mut running = tokio::task::JoinSet::new();
         loop {
             while running.len() < opts.workers.max(1) {
@@ -259,12 +261,16 @@ pub fn search(
                     by_hash.insert(child.hash.clone(), result.clone());
                     result.reward
                 }
-                Err(error) => {
+                Err(EvalError::Child(error)) => {
                     journal.append(&Record::Failed {
                         id: child.id,
                         error: error.clone(),
                     })?;
                     0.0
+                }
+                // The child stays unfinished in the journal and runs again on resume.
+                Err(EvalError::Unavailable(error)) => {
+                    return Err(SearchError::Unavailable(error.clone()));
                 }
             };
             strategy.observe(child.id, &child.proposed, reward)?;
@@ -281,6 +287,8 @@ pub fn search(
             });
         }
         Ok::<(), SearchError>(())
-    })?;
-    Ok(())
+    });
+    // Children still in flight after an error are not waited for.
+    rt.shutdown_background();
+    outcome
 }

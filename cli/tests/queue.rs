@@ -1,0 +1,304 @@
+//! `nasnet search --redis` with `nasnet worker` processes on a real Redis server (started here
+//! on 127.0.0.1 from the `redis-server` binary): a worker killed mid-job has its job taken
+//! over, a controller killed mid-search resumes, and every job finishes exactly once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nasnet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nasnet"))
+}
+
+/// A private `redis-server` on a free port, stopped on drop.
+struct Redis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Redis, or says why the test is skipped (never in CI, which sets
+/// NASNET_REQUIRE_REDIS).
+fn redis() -> Option<Redis> {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("NASNET_REQUIRE_REDIS").is_none(),
+            "NASNET_REQUIRE_REDIS is set but redis-server is not installed"
+        );
+        eprintln!("SKIPPED: redis-server is not installed (scripts/setup.sh installs it)");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let r = Redis {
+        child,
+        url,
+        _dir: dir,
+    };
+    let t0 = Instant::now();
+    loop {
+        let ping = redis::Client::open(r.url.as_str())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if ping.is_ok() {
+            return Some(r);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    cmd.query(&mut c).unwrap()
+}
+
+/// A worker whose stderr goes to a file.
+fn worker(url: &str, queue: &str, name: &str, log: &Path, timeout: &str) -> Child {
+    nasnet()
+        .args(["worker", "--redis", url, "--queue", queue, "--name", name])
+        .args(["--visibility-timeout", timeout])
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Every journal line of a kind, as JSON.
+fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+/// Each proposed child has exactly one result, and the queue ran each job once: as many
+/// results on the result stream as jobs published.
+fn assert_each_child_finished_once(dir: &Path, url: &str, queue: &str, budget: usize) {
+    let proposals = records(dir, "proposal");
+    let results = records(dir, "result");
+    assert_eq!(proposals.len(), budget);
+    let mut per_id: HashMap<u64, usize> = HashMap::new();
+    for r in &results {
+        *per_id.entry(r["id"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), budget, "children without a result");
+    assert!(
+        per_id.values().all(|&n| n == 1),
+        "a child finished twice: {per_id:?}"
+    );
+    assert!(records(dir, "failed").is_empty());
+    let published: usize = query(url, redis::cmd("HLEN").arg(format!("{queue}:published")));
+    let answered: usize = query(url, redis::cmd("XLEN").arg(format!("{queue}:results")));
+    let trained = results.iter().filter(|r| r["cached"] != true).count();
+    assert_eq!(published, trained, "jobs published vs children trained");
+    assert_eq!(
+        answered, published,
+        "a job was answered twice (trained again)"
+    );
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn search_args<'a>(url: &'a str, queue: &'a str, dir: &'a str, budget: &'a str) -> Vec<&'a str> {
+    vec![
+        "search",
+        "--strategy",
+        "random",
+        "--dataset",
+        "synthetic:1500",
+        "--budget",
+        budget,
+        "--workers",
+        "2",
+        "--redis",
+        url,
+        "--queue",
+        queue,
+        "--seed",
+        "5",
+        "--quiet",
+        "-o",
+        dir,
+    ]
+}
+
+#[test]
+fn a_worker_killed_mid_job_has_its_job_taken_over() {
+    let Some(r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let (log_a, log_b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = worker(&r.url, "q1", "a", &log_a, "2");
+    let b = worker(&r.url, "q1", "b", &log_b, "2");
+    let d = dir.to_str().unwrap();
+    let mut search = nasnet()
+        .args(search_args(&r.url, "q1", d, "6"))
+        .spawn()
+        .unwrap();
+    // Each synthetic child takes 1.5 s: kill worker a just after it starts one.
+    wait_for("worker a to start a job", Duration::from_secs(60), || {
+        std::fs::read_to_string(&log_a).is_ok_and(|l| l.contains(" started"))
+    });
+    stop(a);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = search.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the search hung");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop(b);
+    assert!(status.success());
+    let log = std::fs::read_to_string(&log_b).unwrap();
+    assert!(log.contains("(taken over)"), "worker b's log:\n{log}");
+    assert_each_child_finished_once(&dir, &r.url, "q1", 6);
+}
+
+#[test]
+fn a_killed_controller_resumes_and_no_job_runs_twice() {
+    let Some(r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let a = worker(&r.url, "q2", "a", &tmp.path().join("a.log"), "10");
+    let b = worker(&r.url, "q2", "b", &tmp.path().join("b.log"), "10");
+    let d = dir.to_str().unwrap();
+    let args = search_args(&r.url, "q2", d, "8");
+    let mut search = nasnet().args(&args).spawn().unwrap();
+    wait_for("two results", Duration::from_secs(60), || {
+        records(&dir, "result").len() >= 2
+    });
+    search.kill().unwrap(); // SIGKILL, with two children on the workers
+    search.wait().unwrap();
+    let before = records(&dir, "result").len();
+    assert!(before < 8, "killed too late to test anything");
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let out = nasnet().args(&resume).output().unwrap();
+    stop(a);
+    stop(b);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_each_child_finished_once(&dir, &r.url, "q2", 8);
+}
+
+#[test]
+fn a_search_trains_real_children_on_workers_that_check_the_dataset() {
+    let data = PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if !data.is_dir() {
+        assert!(
+            std::env::var_os("NASNET_REQUIRE_DATASET").is_none(),
+            "NASNET_REQUIRE_DATASET is set but {} does not exist",
+            data.display()
+        );
+        eprintln!("SKIPPED: {} is not installed", data.display());
+        return;
+    }
+    let Some(r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let w = worker(&r.url, "q3", "w", &tmp.path().join("w.log"), "30");
+    let spec = format!("fashion-mnist:{}", data.display());
+    let out = nasnet()
+        .args(["search", "--strategy", "random", "--dataset", &spec])
+        .args(["--budget", "2", "--cells", "1", "--filters", "4"])
+        .args(["--train-subset", "64", "--val-count", "64"])
+        .args(["--redis", &r.url, "--queue", "q3", "--quiet", "-o"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    stop(w);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = records(&dir, "result");
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        let reward = r["reward"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&reward), "{r}");
+        assert!(r["params"].as_u64().unwrap() > 1000, "{r}");
+    }
+    // The job carried the dataset's checksum, which the worker verified.
+    let job: Vec<redis::Value> = query(
+        &r.url,
+        redis::cmd("XRANGE")
+            .arg("q3:jobs")
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1),
+    );
+    let text = format!("{job:?}");
+    assert!(text.contains("sha256"), "{text}");
+}
+
+#[test]
+fn an_unreachable_redis_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = nasnet()
+        .args(search_args(
+            "redis://127.0.0.1:1/",
+            "q",
+            tmp.path().join("s").to_str().unwrap(),
+            "2",
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Redis at redis://127.0.0.1:1/"), "{err}");
+    let out = nasnet()
+        .args(["worker", "--redis", "redis://127.0.0.1:1/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Redis at redis://127.0.0.1:1/"), "{err}");
+}

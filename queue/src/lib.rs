@@ -1,0 +1,43 @@
+//! Architecture search over many machines. The search ([`nasnet_search::nas::run::search`])
+//! stays as it is; [`RedisEvaluator`] takes the place of the in-process pool and publishes each
+//! child as a [`Job`] on a Redis Stream, and [`run_worker`] processes (`nasnet worker`) on any
+//! number of machines train the children and answer on a result stream.
+//!
+//! The protocol, on a queue named `Q`:
+//! - `Q:jobs` is a stream of jobs, read by the consumer group `workers`. A worker acknowledges
+//!   a job only after its result is written, in the same transaction. A job whose worker died
+//!   stays pending and is taken over (`XAUTOCLAIM`) by another worker once it has been idle
+//!   for the visibility timeout; a live worker keeps its job's idle time low by re-claiming it.
+//! - `Q:results` is a stream of results. A job's id is the search's id and the cell's hash, so
+//!   a job is published once per search (`Q:published`), and the controller records the first
+//!   result of each job and ignores repeats.
+//! - `Q:done` maps each finished job to its result, so a worker that takes over a job whose
+//!   result was written just before its first worker died does not run it again.
+//!
+//! Datasets are referenced, not shipped: a job names its dataset by path or URL with the
+//! sha256 of its files ([`DatasetRef`]), and each worker resolves and checks it.
+
+mod dataset;
+mod evaluator;
+mod job;
+mod worker;
+
+pub use dataset::{DatasetRef, dataset_digest};
+pub use evaluator::{RedisEvaluator, search_id};
+pub use job::{Job, JobResult, Outcome, Queue};
+pub use worker::{WorkerEvent, WorkerOptions, run_worker};
+
+/// Errors of the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Redis at {url}: {problem}")]
+    Redis { url: String, problem: String },
+    #[error("{path}: {problem}")]
+    Dataset { path: String, problem: String },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
+    #[error(transparent)]
+    Download(#[from] nasnet_zoo::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
