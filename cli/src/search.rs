@@ -148,6 +148,9 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     };
     let budget = budget(&args, spec);
     budget.synthetic_delay()?;
+    if args.redis.is_some() && args.workers == 1 && !args.quiet {
+        eprintln!("note: --workers 1 keeps one child in flight, so only one worker is busy");
+    }
     let ev = match &args.redis {
         Some(url) => crate::worker::redis_evaluator(url, &args.queue, dir, &budget)?,
         None => budget.evaluator(&candle_core::Device::Cpu)?,
