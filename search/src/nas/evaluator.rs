@@ -169,16 +169,14 @@ impl ChildBudget {
         let Some(rest) = self.dataset.strip_prefix("synthetic") else {
             return Ok(None);
         };
-        let bad = || {
-            EvalError::Child(format!(
-                "{}: expected synthetic or synthetic:MILLISECONDS",
-                self.dataset
-            ))
-        };
+        let bad =
+            |expected: &str| EvalError::Child(format!("{}: expected {expected}", self.dataset));
         match rest.strip_prefix(':') {
-            Some(ms) => Ok(Some(Duration::from_millis(ms.parse().map_err(|_| bad())?))),
+            Some(ms) => Ok(Some(Duration::from_millis(
+                ms.parse().map_err(|_| bad("synthetic:MILLISECONDS"))?,
+            ))),
             None if rest.is_empty() => Ok(Some(Duration::ZERO)),
-            None => Err(bad()),
+            None => Err(bad("synthetic or synthetic:MILLISECONDS")),
         }
     }
 
