@@ -5,7 +5,6 @@
 //! A worker uses a local path as it is, or downloads the layout's standard files from a URL
 //! into its cache, and refuses a dataset whose digest differs.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -63,20 +62,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -119,7 +104,7 @@ pub fn dataset_digest(dir: &Path) -> Result<String> {
     for (rel, path) in &listed {
         h.update(rel.as_bytes());
         h.update([0]);
-        h.update(sha256_file(path)?.as_bytes());
+        h.update(nasnet_zoo::fsutil::sha256_file(path)?.as_bytes());
         h.update(b"\n");
     }
     Ok(hex(&h.finalize()))

@@ -70,34 +70,22 @@ pub fn run_worker(opts: &WorkerOptions, mut on_event: impl FnMut(WorkerEvent)) -
     let mut evaluators = Evaluators::new();
     let mut done = 0usize;
     while opts.max_jobs.is_none_or(|m| done < m) {
-        let next = match next_job(&mut con, opts) {
-            Ok(n) => n,
-            Err(e) => {
-                on_event(WorkerEvent::Problem {
-                    job: None,
-                    problem: format!("Redis at {url}: {e}"),
-                });
-                std::thread::sleep(Duration::from_secs(1));
-                if let Ok(c) = connect(&client) {
-                    con = c;
-                }
-                continue;
-            }
-        };
-        let Some((entry, reclaimed)) = next else {
-            continue;
-        };
-        match process(
-            &client,
-            &mut con,
-            opts,
-            &entry,
-            reclaimed,
-            &mut evaluators,
-            &mut on_event,
-        ) {
+        // A Redis error leaves the job (if any) pending: this worker or another takes it
+        // over later. Report it, wait, reconnect.
+        let step = next_job(&mut con, opts).and_then(|next| match next {
+            Some((entry, reclaimed)) => process(
+                &client,
+                &mut con,
+                opts,
+                &entry,
+                reclaimed,
+                &mut evaluators,
+                &mut on_event,
+            ),
+            None => Ok(false),
+        });
+        match step {
             Ok(answered) => done += usize::from(answered),
-            // The job stays pending; this worker or another takes it over later.
             Err(e) => {
                 on_event(WorkerEvent::Problem {
                     job: None,
