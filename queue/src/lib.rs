@@ -36,8 +36,9 @@ pub enum Error {
     Dataset { path: String, problem: String },
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
+    /// A download or a file checksum (through the zoo's fetcher).
     #[error(transparent)]
-    Download(#[from] nasnet_zoo::Error),
+    Files(#[from] nasnet_zoo::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
