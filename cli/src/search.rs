@@ -147,7 +147,6 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         },
     };
     let budget = budget(&args, spec);
-    budget.synthetic_delay()?;
     if args.redis.is_some() && args.workers == 1 && !args.quiet {
         eprintln!("note: --workers 1 keeps one child in flight, so only one worker is busy");
     }

@@ -2,7 +2,7 @@
 //! weights, classify the reference inputs, compare with the reference logits; and bad input.
 
 mod common;
-use common::backends;
+use common::{backends, ok};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,15 +17,6 @@ fn nasnet(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("nasnet runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "nasnet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn fixture(name: &str) -> PathBuf {

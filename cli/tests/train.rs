@@ -3,7 +3,7 @@
 //! classifier, bad datasets fail with the file named.
 
 mod common;
-use common::backends;
+use common::{backends, ok};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -13,15 +13,6 @@ fn nasnet(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("nasnet runs")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "nasnet failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 fn fails(args: &[&str]) -> String {

@@ -70,12 +70,13 @@ impl CandleGraph {
         Self::default()
     }
 
-    /// Training mode at `progress` through training, masks drawn from `rng`.
-    pub fn train(progress: f64, bn_momentum: f64, rng: Rng) -> Self {
+    /// Training mode at `progress` through training, masks drawn from `rng`; batch norm
+    /// updates its running statistics with `bn_momentum` when given.
+    pub fn train(progress: f64, bn_momentum: Option<f64>, rng: Rng) -> Self {
         Self {
             train: true,
             progress,
-            bn_momentum: Some(bn_momentum),
+            bn_momentum,
             rng,
             endpoints: None,
         }

@@ -496,8 +496,7 @@ impl Trainer {
         bn_momentum: Option<f64>,
         rng: Rng,
     ) -> Result<Pass> {
-        let mut g = CandleGraph::train(progress, 0.0, rng);
-        g.bn_momentum = bn_momentum;
+        let mut g = CandleGraph::train(progress, bn_momentum, rng);
         let (logits, aux) = match self.cfg.trainable {
             Trainable::All => {
                 let out = self.net.forward_graph(&mut g, x)?;

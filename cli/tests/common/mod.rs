@@ -1,4 +1,17 @@
-//! Helpers shared by the binary's test files.
+//! Helpers shared by the binary's test files (each file uses some of them).
+#![allow(dead_code)]
+
+use std::process::Output;
+
+/// Asserts that the command succeeded (showing its stderr if not); returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "nasnet failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
 
 /// The backends to test: all three, or candle and tract when ONNX Runtime is not installed
 /// (said on stderr; CI sets NASNET_REQUIRE_ORT so that it is never skipped there).
