@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nasnet::search::nas::evaluator::{Evaluator, SyntheticEvaluator};
+use nasnet::search::nas::evaluator::{
+    ChildResult, EvalError, Evaluator, SyntheticEvaluator, synthetic_score,
+};
 use nasnet::search::nas::journal::{JOURNAL_FILE, read_children};
 use nasnet::search::nas::run::{SearchOptions, search};
 use nasnet::search::nas::space::Space;
@@ -62,6 +64,68 @@ fn synthetic(ms: u64) -> Arc<dyn Evaluator> {
     Arc::new(SyntheticEvaluator {
         delay: Duration::from_millis(ms),
     })
+}
+
+/// Works for `healthy` children, then reports itself unavailable (a queue gone away).
+struct Outage {
+    healthy: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Evaluator for Outage {
+    fn evaluate(&self, g: &nasnet::Genotype) -> Result<ChildResult, EvalError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n >= self.healthy {
+            return Err(EvalError::Unavailable("the queue went away".into()));
+        }
+        Ok(ChildResult {
+            reward: synthetic_score(g),
+            seconds: 0.0,
+            params: 0,
+        })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"kind": "outage"})
+    }
+}
+
+#[test]
+fn an_unavailable_evaluator_stops_the_search_without_failing_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SearchOptions {
+        strategy: Kind::Random,
+        space: Space::default(),
+        seed: 3,
+        budget: 6,
+        workers: 1,
+        evolution: Default::default(),
+    };
+    let outage = |healthy| Outage {
+        healthy,
+        calls: Default::default(),
+    };
+    let e = search(dir.path(), &opts, Arc::new(outage(3)), false, |_| {}).unwrap_err();
+    let e = e.to_string();
+    assert!(
+        e.contains("the queue went away") && e.contains("resume the search"),
+        "{e}"
+    );
+    let journal = std::fs::read_to_string(dir.path().join(JOURNAL_FILE)).unwrap();
+    assert!(!journal.contains("\"kind\":\"failed\""), "{journal}");
+    assert_eq!(read_children(dir.path()).unwrap().1.len(), 3);
+    // Resumed when the evaluator works again: the interrupted child runs, none fails.
+    search(
+        dir.path(),
+        &opts,
+        Arc::new(outage(usize::MAX)),
+        true,
+        |_| {},
+    )
+    .unwrap();
+    let (_, children) = read_children(dir.path()).unwrap();
+    let ids: Vec<u64> = children.iter().map(|c| c.id).collect();
+    assert_eq!(ids, (0..6).collect::<Vec<_>>());
 }
 
 #[test]

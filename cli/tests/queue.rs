@@ -2,6 +2,9 @@
 //! on 127.0.0.1 from the `redis-server` binary): a worker killed mid-job has its job taken
 //! over, a controller killed mid-search resumes, and every job finishes exactly once.
 
+mod common;
+use common::ok;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpListener;
@@ -219,11 +222,7 @@ fn a_killed_controller_resumes_and_no_job_runs_twice() {
     let out = nasnet().args(&resume).output().unwrap();
     stop(a);
     stop(b);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert_each_child_finished_once(&dir, &r.url, "q2", 8);
 }
 
@@ -253,11 +252,7 @@ fn a_search_trains_real_children_on_workers_that_check_the_dataset() {
         .output()
         .unwrap();
     stop(w);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let results = records(&dir, "result");
     assert_eq!(results.len(), 2);
     for r in &results {
@@ -282,23 +277,122 @@ fn a_search_trains_real_children_on_workers_that_check_the_dataset() {
 #[test]
 fn an_unreachable_redis_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = nasnet()
-        .args(search_args(
-            "redis://127.0.0.1:1/",
-            "q",
-            tmp.path().join("s").to_str().unwrap(),
-            "2",
-        ))
-        .output()
+    // Exit code 2 and the message on stderr.
+    let fails = |args: &[&str]| {
+        let out = nasnet().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dir = tmp.path().join("s");
+    let e = fails(&search_args(
+        "redis://127.0.0.1:1/",
+        "q",
+        dir.to_str().unwrap(),
+        "2",
+    ));
+    assert!(e.contains("Redis at redis://127.0.0.1:1/"), "{e}");
+    let e = fails(&["worker", "--redis", "redis://127.0.0.1:1/"]);
+    assert!(e.contains("Redis at redis://127.0.0.1:1/"), "{e}");
+    let e = fails(&[
+        "worker",
+        "--redis",
+        "redis://x/",
+        "--visibility-timeout",
+        "0",
+    ]);
+    assert!(e.contains("--visibility-timeout must be positive"), "{e}");
+    // The dataset is checked before Redis is reached.
+    let d = dir.to_str().unwrap();
+    let e = fails(&[
+        "search",
+        "--dataset",
+        "mnist:/no/such/dir",
+        "--redis",
+        "redis://127.0.0.1:1/",
+        "-o",
+        d,
+    ]);
+    assert!(e.contains("/no/such/dir: no such directory"), "{e}");
+}
+
+/// Jobs no worker can run: one whose only worker died (past --max-deliveries) and one whose
+/// dataset differs from the worker's copy are answered as failed; a stream entry that is not
+/// a job is dropped.
+#[test]
+fn jobs_nobody_can_run_are_answered_failed_and_garbage_is_dropped() {
+    let Some(r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("x.bin"), b"the worker's copy").unwrap();
+    let job = |id: &str, dataset: serde_json::Value| {
+        serde_json::json!({
+            "id": id,
+            "genotype": nasnet_search::Genotype::nasnet_a(),
+            "budget": {
+                "dataset": "synthetic:0", "cells": 1, "filters": 4, "epochs": 1,
+                "train_subset": null, "val_count": 10, "batch_size": 8, "lr": 0.05, "seed": 0
+            },
+            "dataset": dataset,
+        })
+        .to_string()
+    };
+    let orphan = job("s/orphan", serde_json::Value::Null);
+    let other = serde_json::json!({"spec": format!("folder:{}", data.display()), "sha256": "0"});
+    let mismatched = job("s/mismatched", other);
+    let _: () = query(
+        &r.url,
+        redis::cmd("XGROUP").arg(&["CREATE", "q4:jobs", "workers", "0", "MKSTREAM"][..]),
+    );
+    for (field, value) in [
+        ("job", orphan.as_str()),
+        ("junk", "x"),
+        ("job", &mismatched),
+    ] {
+        let _: String = query(
+            &r.url,
+            redis::cmd("XADD").arg(&["q4:jobs", "*", field, value][..]),
+        );
+    }
+    // A worker that takes the first job and dies.
+    let _: redis::Value = query(
+        &r.url,
+        redis::cmd("XREADGROUP").arg(
+            &[
+                "GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", "q4:jobs", ">",
+            ][..],
+        ),
+    );
+    let log = tmp.path().join("w.log");
+    let w = nasnet()
+        .args(["worker", "--redis", &r.url, "--queue", "q4", "--name", "w"])
+        .args(["--visibility-timeout", "0.3", "--max-deliveries", "1"])
+        .stderr(File::create(&log).unwrap())
+        .spawn()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Redis at redis://127.0.0.1:1/"), "{err}");
-    let out = nasnet()
-        .args(["worker", "--redis", "redis://127.0.0.1:1/"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Redis at redis://127.0.0.1:1/"), "{err}");
+    wait_for("two answers", Duration::from_secs(30), || {
+        query::<usize>(&r.url, redis::cmd("XLEN").arg("q4:results")) >= 2
+    });
+    stop(w);
+    let results: Vec<(String, Vec<(String, String)>)> = query(
+        &r.url,
+        redis::cmd("XRANGE").arg(&["q4:results", "-", "+"][..]),
+    );
+    assert_eq!(results.len(), 2, "{results:?}");
+    for (_, fields) in &results {
+        let text = &fields.iter().find(|(k, _)| k == "result").unwrap().1;
+        assert!(text.contains("given up after 1 deliveries"), "{text}");
+    }
+    let pending: (usize, redis::Value, redis::Value, redis::Value) = query(
+        &r.url,
+        redis::cmd("XPENDING").arg(&["q4:jobs", "workers"][..]),
+    );
+    assert_eq!(pending.0, 0, "every entry acknowledged");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("is not a job; dropped"), "{log}");
+    assert!(
+        log.contains("job s/mismatched left for another worker")
+            && log.contains("not the search's dataset"),
+        "{log}"
+    );
 }

@@ -1,6 +1,9 @@
 //! `nasnet search` through the binary: killed with SIGKILL mid-search and resumed, no finished
 //! child is lost or trained again; the report summarizes and plots.
 
+mod common;
+use common::ok;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -56,11 +59,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_child() {
         let mut resume = args.to_vec();
         resume.push("--resume");
         let out = nasnet().args(&resume).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&out);
         let after = results(&dir);
         let mut count: HashMap<u64, usize> = HashMap::new();
         for (id, _) in &after {
@@ -107,11 +106,7 @@ fn the_report_compares_strategies() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&out);
         dirs.push(dir);
     }
     let plot = tmp.path().join("figure6.png");
@@ -123,12 +118,7 @@ fn the_report_compares_strategies() {
     ];
     args.extend(dirs.iter().map(|d| d.display().to_string()));
     let out = nasnet().args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = ok(&out);
     for s in [
         "random search",
         "evolution search",
@@ -199,6 +189,11 @@ fn bad_search_and_eval_requests_are_named() {
     assert!(e.contains("no search to resume"), "{e}");
     let e = run(&["search", "--dataset", "synthetic:soon", "-o", d]);
     assert!(e.contains("expected synthetic:MILLISECONDS"), "{e}");
+    let e = run(&["search", "--dataset", "synthetics", "-o", d]);
+    assert!(
+        e.contains("synthetics: expected synthetic or synthetic:MILLISECONDS"),
+        "{e}"
+    );
     let e = run(&["search", "--dataset", "synthetic"]);
     assert!(e.contains("needs --dataset and -o"), "{e}");
     // More class folders than the model has classes.
@@ -217,11 +212,7 @@ fn bad_search_and_eval_requests_are_named() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let folder = tmp.path().join("folder");
     for class in ["a", "b", "c"] {
         std::fs::create_dir_all(folder.join(class)).unwrap();

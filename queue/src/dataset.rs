@@ -226,5 +226,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("referenced by path only"), "{e}");
+        let e = DatasetRef::new("no-kind", cache.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no-kind: expected KIND:LOCATION"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        let e = DatasetRef::new(&format!("folder:{}", empty.path().display()), cache.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(": no files"), "{e}");
     }
 }
