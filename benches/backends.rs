@@ -6,12 +6,13 @@
 use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use nasnet::Preset;
 use nasnet::runtime::{Backend, Model, Options};
-use nasnet::search::init::{synthetic_input, synthetic_network};
-use nasnet::{NasNet, Preset};
+use nasnet_model::NasNet;
+use nasnet_model::init::{synthetic_input, synthetic_network};
 
 fn model_dir(dir: &Path, preset: Preset) -> NasNet {
-    nasnet::zoo::import::write_synthetic(dir, preset, true).expect("model directory");
+    nasnet_zoo::import::write_synthetic(dir, preset, true).expect("model directory");
     synthetic_network(&preset.config()).expect("network")
 }
 

@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nasnet::Preset;
-use nasnet::search::init::{synthetic_input, synthetic_network};
+use nasnet_model::init::{synthetic_input, synthetic_network};
 
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("candle_forward_b1");

@@ -6,7 +6,7 @@
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nasnet::Preset;
-use nasnet::search::train::{
+use nasnet_search::train::{
     TrainConfig, Trainer, candle_ops_on_caller_thread, initial_weights, keep_freed_memory,
 };
 

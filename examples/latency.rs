@@ -28,11 +28,11 @@ fn main() -> anyhow::Result<()> {
         .context("THREADS")?;
     let meta = nasnet::ModelMeta::load(dir)?;
     let s = meta.preprocessing.crop;
-    let input = nasnet::search::init::synthetic_input(batch, s)?;
+    let input = nasnet_model::init::synthetic_input(batch, s)?;
     let data: Vec<f32> = input.flatten_all()?.to_vec1()?;
     let mut times = vec![];
     let mut run: Box<dyn FnMut() -> anyhow::Result<()>> = if backend == "candle" {
-        let (_, net) = nasnet::search::load_model_dir(dir, &candle_core::Device::Cpu)?;
+        let (_, net) = nasnet_model::load_model_dir(dir, &candle_core::Device::Cpu)?;
         Box::new(move || {
             net.forward(&input)?;
             Ok(())

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# The test suite: formatting, lints, and every test in release mode (the networks are too
-# slow to test unoptimized).
+# The test suite: formatting, lints, the crate layout, the facade's documentation, every test
+# in release mode (the networks are too slow to test unoptimized), the examples, and the C
+# library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
+./scripts/check-deps.sh
+RUSTDOCFLAGS="-D missing_docs -D warnings" cargo doc --locked --no-deps -p nasnet -p nasnet-runtime
 NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace
+# The examples of the one-call API, on a small synthetic model.
+examples=$(mktemp -d)
+trap 'rm -rf "$examples"' EXIT
+./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 -o "$examples/model"
+cargo run --release --locked -q --example classify -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
+cargo run --release --locked -q --example embed -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
 ./scripts/test-bindings.sh

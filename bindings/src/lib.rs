@@ -133,14 +133,15 @@ fn guard(f: impl FnOnce() -> Res<()>) -> NasnetStatus {
     }
 }
 
+/// The one mapping from the runtime's error codes to statuses.
 fn runtime_err(e: nasnet_runtime::Error) -> Failure {
-    use nasnet_runtime::Error as E;
-    let status = match &e {
-        E::Meta(_) => NasnetStatus::Model,
-        E::Image(_) => NasnetStatus::Io,
-        E::Input(_) => NasnetStatus::InvalidArgument,
-        E::OrtUnavailable(_) | E::Device(_) | E::NotCompiled(_) => NasnetStatus::Unavailable,
-        E::Backend { .. } => NasnetStatus::Runtime,
+    use nasnet_runtime::ErrorCode as C;
+    let status = match e.code() {
+        C::Model => NasnetStatus::Model,
+        C::Image => NasnetStatus::Io,
+        C::Input => NasnetStatus::InvalidArgument,
+        C::Unavailable => NasnetStatus::Unavailable,
+        C::Backend => NasnetStatus::Runtime,
     };
     Failure(status, e.to_string())
 }
@@ -222,10 +223,7 @@ fn open_dir(dir: &Path, opts: Option<&NasnetOptions>) -> Res<NasnetModel> {
     let cstr = |s: &str| CString::new(s.replace('\0', " ")).unwrap_or_default();
     let labels = model.meta().labels.iter().map(|l| cstr(l)).collect();
     let name = cstr(&model.meta().name);
-    let backend = cstr(match o.backend {
-        NasnetBackend::Tract => "tract",
-        NasnetBackend::Ort => "ort",
-    });
+    let backend = cstr(model.backend().name());
     Ok(NasnetModel {
         model,
         labels,
@@ -275,46 +273,21 @@ pub unsafe extern "C" fn nasnet_model_open_zoo(
 
 /// The cached model directory of `ID` (newest version) or `ID@VERSION`.
 fn zoo_dir(spec: &str) -> Res<PathBuf> {
-    let (id, version) = match spec.split_once('@') {
-        Some((i, v)) => (i, Some(v)),
-        None => (spec, None),
-    };
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+    use nasnet_core::cache;
+    let Some(r) = cache::ModelRef::parse(spec) else {
         return fail(
             NasnetStatus::InvalidArgument,
             format!("{spec}: not a model id"),
         );
-    }
-    let base = nasnet_runtime::nasnet_home().join("models").join(id);
-    let dir: Option<PathBuf> = match version {
-        Some(v) => Some(base.join(v)).filter(|d| d.join("model.json").exists()),
-        None => {
-            let mut versions: Vec<(Vec<u64>, PathBuf)> = std::fs::read_dir(&base)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.path().join("model.json").exists())
-                .map(|e| {
-                    let v = e
-                        .file_name()
-                        .to_string_lossy()
-                        .split('.')
-                        .map(|p| p.parse().unwrap_or(0))
-                        .collect();
-                    (v, e.path())
-                })
-                .collect();
-            versions.sort();
-            versions.pop().map(|(_, p)| p)
-        }
     };
-    dir.map_or_else(
+    let home = cache::nasnet_home();
+    cache::resolve(&home, &r).map_or_else(
         || {
             fail(
                 NasnetStatus::Model,
                 format!(
                     "{spec} is not in the cache under {} (fetch it with `nasnet pull {spec}`)",
-                    base.display()
+                    cache::model_root(&home, &r.id).display()
                 ),
             )
         },

@@ -1,13 +1,13 @@
-//! Running a model over many inputs: `nasnet classify` and `nasnet embed`.
+//! Running a model over many inputs: `nasnet classify` and `nasnet embed`. The model runs on
+//! the runtime ([`nasnet_runtime::Model`]), whatever the backend; this module only walks the
+//! inputs, batches them and prints.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Tensor};
-use nasnet_core::meta::ModelMeta;
-use nasnet_runtime::{Device, Model, Options};
-use nasnet_search::NasNet;
+use nasnet_runtime::{Model, Options, Outputs};
 
 /// The engine a command runs on.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
@@ -20,121 +20,29 @@ pub enum Backend {
     Candle,
 }
 
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Tract => "tract",
-            Backend::Ort => "ort",
-            Backend::Candle => "candle",
+impl From<Backend> for nasnet_runtime::Backend {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Tract => nasnet_runtime::Backend::Tract,
+            Backend::Ort => nasnet_runtime::Backend::Ort,
+            Backend::Candle => nasnet_runtime::Backend::Candle,
         }
     }
 }
 
-pub enum Engine {
-    Candle(Box<NasNet>, candle_core::Device),
-    Runtime(Box<Model>),
-}
-
-/// A loaded model and how to run it.
-pub struct Loaded {
-    pub meta: ModelMeta,
-    pub engine: Engine,
-    pub backend: Backend,
-}
-
+/// Opens a model directory on a backend and device (`cpu`, `cuda`, `cuda:N`).
 pub fn load(
     dir: &Path,
     backend: Backend,
     device: &str,
     threads: Option<usize>,
-) -> anyhow::Result<Loaded> {
-    let device: Device = device.parse().map_err(anyhow::Error::msg)?;
-    match backend {
-        Backend::Candle => {
-            let dev = match device {
-                Device::Cpu => candle_core::Device::Cpu,
-                Device::Cuda(n) => candle_cuda(n)?,
-            };
-            let (meta, net) = nasnet_search::load_model_dir(dir, &dev)?;
-            Ok(Loaded {
-                meta,
-                engine: Engine::Candle(Box::new(net), dev),
-                backend,
-            })
-        }
-        Backend::Tract | Backend::Ort => {
-            let opts = Options {
-                backend: if backend == Backend::Tract {
-                    nasnet_runtime::Backend::Tract
-                } else {
-                    nasnet_runtime::Backend::Ort
-                },
-                device,
-                threads,
-            };
-            let model = Model::open(dir, opts)?;
-            Ok(Loaded {
-                meta: model.meta().clone(),
-                engine: Engine::Runtime(Box::new(model)),
-                backend,
-            })
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-pub fn candle_cuda(n: usize) -> anyhow::Result<candle_core::Device> {
-    candle_core::Device::new_cuda(n)
-        .with_context(|| format!("CUDA device {n} is not available to Candle"))
-}
-
-#[cfg(not(feature = "cuda"))]
-pub fn candle_cuda(_: usize) -> anyhow::Result<candle_core::Device> {
-    bail!(
-        "this nasnet was built without CUDA support for the candle backend (rebuild with --features cuda, or use --backend ort --device cuda)"
-    )
-}
-
-/// Logits and features of a batch, row-major.
-pub struct Batch {
-    pub rows: usize,
-    pub logits: Vec<f32>,
-    pub features: Vec<f32>,
-}
-
-impl Loaded {
-    /// Runs `n` preprocessed images of `size x size`.
-    pub fn run(&self, data: Vec<f32>, n: usize, h: usize, w: usize) -> anyhow::Result<Batch> {
-        match &self.engine {
-            Engine::Candle(net, dev) => {
-                let x = Tensor::from_vec(data, (n, 3, h, w), dev)?;
-                let out = net.forward(&x)?;
-                let flat = |t: Tensor| -> anyhow::Result<Vec<f32>> {
-                    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-                };
-                Ok(Batch {
-                    rows: n,
-                    logits: flat(out.logits)?,
-                    features: flat(out.features)?,
-                })
-            }
-            Engine::Runtime(m) => {
-                let s = m.input_size();
-                if (h, w) != (s, s) {
-                    bail!(
-                        "the {} backend runs this model at {s}x{s} only, got {h}x{w}",
-                        self.backend.name()
-                    );
-                }
-                let out = m.run(&data, n)?;
-                Ok(Batch {
-                    rows: n,
-                    logits: out.logits,
-                    features: out.features,
-                })
-            }
-        }
-    }
+) -> anyhow::Result<Model> {
+    let opts = Options {
+        backend: backend.into(),
+        device: device.parse().map_err(anyhow::Error::msg)?,
+        threads,
+    };
+    Ok(Model::open(dir, opts)?)
 }
 
 /// One unit of work: an image, or a `.npy` batch.
@@ -212,25 +120,16 @@ pub fn read_npy(path: &Path) -> anyhow::Result<(Vec<f32>, usize, usize, usize)> 
     }
 }
 
-/// One result row: which input, which row of a `.npy`, logits and features.
-pub struct Row<'a> {
-    pub input: &'a Path,
-    pub row: Option<usize>,
-    pub logits: &'a [f32],
-    pub features: &'a [f32],
-}
-
-/// Runs every input through the model in batches of `batch_size` images, calling `emit` for
-/// each row in input order. Inputs that fail are reported on stderr and skipped; returns
-/// whether all succeeded.
+/// Runs every input through the model in batches of `batch_size` images, calling
+/// `emit(input, npy_row, outputs, row)` for each row in input order. Inputs that fail are
+/// reported on stderr and skipped; returns whether all succeeded.
 pub fn run_all(
-    model: &Loaded,
+    model: &Model,
     inputs: &[Input],
     batch_size: usize,
-    mut emit: impl FnMut(Row) -> anyhow::Result<()>,
+    mut emit: impl FnMut(&Path, Option<usize>, &Outputs, usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
     let batch_size = batch_size.max(1);
-    let s = model.meta.preprocessing.crop;
     let progress = (inputs.len() > batch_size).then(|| {
         let pb = indicatif::ProgressBar::new(inputs.len() as u64);
         pb.set_style(
@@ -249,10 +148,9 @@ pub fn run_all(
             None => eprintln!("nasnet: {msg}"),
         }
     };
+    type Emit<'e> = dyn FnMut(&Path, Option<usize>, &Outputs, usize) -> anyhow::Result<()> + 'e;
     let mut pending: Vec<(&Path, Vec<f32>)> = vec![];
-    let flush = |pending: &mut Vec<(&Path, Vec<f32>)>,
-                 emit: &mut dyn FnMut(Row) -> anyhow::Result<()>|
-     -> anyhow::Result<bool> {
+    let flush = |pending: &mut Vec<(&Path, Vec<f32>)>, emit: &mut Emit| -> anyhow::Result<bool> {
         if pending.is_empty() {
             return Ok(true);
         }
@@ -261,30 +159,23 @@ pub fn run_all(
             .iter()
             .flat_map(|(_, v)| v.iter().copied())
             .collect();
-        let result = model.run(data, n, s, s);
         let paths: Vec<&Path> = pending.drain(..).map(|(p, _)| p).collect();
-        match result {
-            Ok(b) => {
-                let (c, f) = (b.logits.len() / b.rows, b.features.len() / b.rows);
+        match model.run(&data, n) {
+            Ok(out) => {
                 for (i, p) in paths.into_iter().enumerate() {
-                    emit(Row {
-                        input: p,
-                        row: None,
-                        logits: &b.logits[i * c..(i + 1) * c],
-                        features: &b.features[i * f..(i + 1) * f],
-                    })?;
+                    emit(p, None, &out, i)?;
                 }
                 Ok(true)
             }
             Err(e) => {
-                report(e);
+                report(e.into());
                 Ok(false)
             }
         }
     };
     for input in inputs {
         match input {
-            Input::Image(p) => match model_image(model, p) {
+            Input::Image(p) => match model.load_image(p) {
                 Ok(v) => {
                     pending.push((p, v));
                     if pending.len() == batch_size {
@@ -292,22 +183,17 @@ pub fn run_all(
                     }
                 }
                 Err(e) => {
-                    report(e);
+                    report(e.into());
                     ok = false;
                 }
             },
             Input::Npy(p) => {
                 ok &= flush(&mut pending, &mut emit)?;
-                match read_npy(p).and_then(|(d, n, h, w)| model.run(d, n, h, w)) {
-                    Ok(b) => {
-                        let (c, f) = (b.logits.len() / b.rows, b.features.len() / b.rows);
-                        for i in 0..b.rows {
-                            emit(Row {
-                                input: p,
-                                row: Some(i),
-                                logits: &b.logits[i * c..(i + 1) * c],
-                                features: &b.features[i * f..(i + 1) * f],
-                            })?;
+                let out = read_npy(p).and_then(|(d, n, h, w)| Ok(model.run_sized(&d, n, h, w)?));
+                match out {
+                    Ok(out) => {
+                        for i in 0..out.batch {
+                            emit(p, Some(i), &out, i)?;
                         }
                     }
                     Err(e) => {
@@ -328,18 +214,6 @@ pub fn run_all(
     Ok(ok)
 }
 
-fn model_image(model: &Loaded, p: &Path) -> anyhow::Result<Vec<f32>> {
-    Ok(nasnet_runtime::load_image(p, &model.meta.preprocessing)?)
-}
-
-#[derive(serde::Serialize)]
-struct Prediction<'a> {
-    index: usize,
-    label: &'a str,
-    probability: f32,
-    logit: f32,
-}
-
 #[derive(serde::Serialize)]
 struct Record<'a> {
     input: String,
@@ -347,39 +221,26 @@ struct Record<'a> {
     row: Option<usize>,
     model: &'a str,
     backend: &'static str,
-    predictions: Vec<Prediction<'a>>,
+    predictions: Vec<nasnet_runtime::Prediction>,
 }
 
 /// `nasnet classify`: top-k per input on stdout (JSON Lines with `json`).
 pub fn classify(
-    model: &Loaded,
+    model: &Model,
     inputs: &[Input],
     batch: usize,
     top_k: usize,
     json: bool,
 ) -> anyhow::Result<bool> {
     let mut out = std::io::stdout().lock();
-    let ok = run_all(model, inputs, batch, |r| {
-        let predictions = nasnet_runtime::top_k(r.logits, top_k)
-            .into_iter()
-            .map(|p| Prediction {
-                index: p.index,
-                label: model
-                    .meta
-                    .labels
-                    .get(p.index)
-                    .map(String::as_str)
-                    .unwrap_or(""),
-                probability: p.probability,
-                logit: p.logit,
-            })
-            .collect();
+    let backend = model.backend().name();
+    let ok = run_all(model, inputs, batch, |input, row, outputs, i| {
         let rec = Record {
-            input: r.input.display().to_string(),
-            row: r.row,
-            model: &model.meta.name,
-            backend: model.backend.name(),
-            predictions,
+            input: input.display().to_string(),
+            row,
+            model: &model.meta().name,
+            backend,
+            predictions: outputs.top_k(i, top_k),
         };
         if json {
             serde_json::to_writer(&mut out, &rec)?;
@@ -410,7 +271,7 @@ pub enum EmbedFormat {
 
 /// `nasnet embed`: the pooled penultimate features.
 pub fn embed(
-    model: &Loaded,
+    model: &Model,
     inputs: &[Input],
     batch: usize,
     format: EmbedFormat,
@@ -425,8 +286,8 @@ pub fn embed(
                 )),
                 _ => Box::new(std::io::stdout().lock()),
             };
-            let ok = run_all(model, inputs, batch, |r| {
-                let v = serde_json::json!({"input": r.input.display().to_string(), "row": r.row, "features": r.features});
+            let ok = run_all(model, inputs, batch, |input, row, out, i| {
+                let v = serde_json::json!({"input": input.display().to_string(), "row": row, "features": out.features(i)});
                 serde_json::to_writer(&mut w, &v)?;
                 writeln!(w)?;
                 Ok(())
@@ -440,9 +301,9 @@ pub fn embed(
             };
             let mut rows = 0;
             let mut data = vec![];
-            let ok = run_all(model, inputs, batch, |r| {
+            let ok = run_all(model, inputs, batch, |_, _, out, i| {
                 rows += 1;
-                data.extend_from_slice(r.features);
+                data.extend_from_slice(out.features(i));
                 Ok(())
             })?;
             if let Some(f) = data.len().checked_div(rows) {

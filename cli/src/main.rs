@@ -89,22 +89,18 @@ impl ZooArgs {
         if path.is_dir() {
             return Ok(path.to_path_buf());
         }
-        if model.contains(['/', '\\']) || path.exists() {
-            anyhow::bail!("{model}: not a model directory");
-        }
-        let registry = self.registry()?;
-        let entry = registry.resolve(model)?;
-        let home = nasnet_runtime::nasnet_home();
-        let offline = self.offline || nasnet_zoo::fetch::offline_from_env();
-        if !offline && !nasnet_zoo::fetch::is_cached(entry, &home) {
-            eprintln!("pulling {} (first use)", entry.spec());
-        }
         let opts = nasnet_zoo::fetch::PullOptions {
             offline: self.offline,
             force: false,
             progress: true,
         };
-        Ok(nasnet_zoo::fetch::pull(entry, &home, &opts)?)
+        let home = nasnet_runtime::nasnet_home();
+        Ok(nasnet_zoo::fetch::locate(
+            model,
+            &self.registry()?,
+            &home,
+            &opts,
+        )?)
     }
 }
 
@@ -309,9 +305,8 @@ fn run() -> anyhow::Result<ExitCode> {
         } => {
             match format {
                 ExportFormat::Onnx => {
-                    let (_, net) =
-                        nasnet_search::load_model_dir(&model, &candle_core::Device::Cpu)?;
-                    nasnet_search::onnx::write_onnx(&net, &output)?
+                    let (_, net) = nasnet_model::load_model_dir(&model, &candle_core::Device::Cpu)?;
+                    nasnet_model::onnx::write_onnx(&net, &output)?
                 }
                 ExportFormat::Safetensors => {
                     nasnet_zoo::import::export_safetensors(&model, &output)?
@@ -391,7 +386,7 @@ fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
         rows.push(serde_json::json!({
             "id": e.id,
             "version": e.version,
-            "params": nasnet_search::init::count_parameters(&config)?,
+            "params": nasnet_model::init::count_parameters(&config)?,
             "input_size": config.image_size,
             "top1": e.accuracy.as_ref().map(|a| a.top1),
             "cached": nasnet_zoo::fetch::is_cached(e, &home),

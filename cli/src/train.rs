@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
-use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
-use nasnet_core::{Genotype, NetworkConfig, Preset};
+use nasnet_core::meta::{ModelMeta, Preprocessing};
+use nasnet_core::{Genotype, Preset};
 use nasnet_search::data::{Augment, Batcher, Dataset, DatasetSpec, Split};
+use nasnet_search::finetune::{self, Start};
 use nasnet_search::train::{
-    self, Event, Optimizer, TrainConfig, Trainable, Trainer, initial_weights,
+    self, Event, FitOptions, Optimizer, TrainConfig, Trainable, Trainer, initial_weights,
 };
 
 use crate::infer;
@@ -129,11 +129,10 @@ pub struct TrainArgs {
     output: PathBuf,
 }
 
+/// The Candle device for `cpu`, `cuda` or `cuda:N`.
 pub fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
-    Ok(match spec.parse().map_err(anyhow::Error::msg)? {
-        nasnet_runtime::Device::Cpu => candle_core::Device::Cpu,
-        nasnet_runtime::Device::Cuda(n) => infer::candle_cuda(n)?,
-    })
+    let device = spec.parse().map_err(anyhow::Error::msg)?;
+    Ok(nasnet_runtime::candle_device(device)?)
 }
 
 fn genotype(spec: &str) -> anyhow::Result<Genotype> {
@@ -144,14 +143,6 @@ fn genotype(spec: &str) -> anyhow::Result<Genotype> {
     Genotype::from_json(&text).map_err(|e| anyhow::anyhow!("{spec}: not a genotype: {e}"))
 }
 
-/// The run's starting point: network, weights, preprocessing and the model it came from.
-struct Start {
-    config: NetworkConfig,
-    weights: std::collections::HashMap<String, Tensor>,
-    preprocessing: Preprocessing,
-    name: String,
-}
-
 fn start(
     args: &TrainArgs,
     from: Option<(PathBuf, ModelMeta)>,
@@ -160,27 +151,14 @@ fn start(
 ) -> anyhow::Result<Start> {
     let classes = train.classes.len();
     if let Some((dir, meta)) = from {
-        let path = dir.join(meta::WEIGHTS_FILE);
-        let mut weights = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
-            .with_context(|| format!("{}: cannot read weights", path.display()))?;
-        let mut config = meta.architecture.clone();
-        config.num_classes = classes;
-        config.aux_head = config.aux_head && args.aux_weight > 0.0;
-        // Fresh classifier(s) for the new classes; everything else from the model.
-        let fresh = initial_weights(&config, args.seed)?;
-        for (name, t) in &fresh {
-            let keep = weights.get(name).is_some_and(|w| w.dims() == t.dims());
-            if !keep || name.starts_with("last_linear.") {
-                weights.insert(name.clone(), t.clone());
-            }
-        }
-        weights.retain(|n, _| fresh.contains_key(n));
-        return Ok(Start {
-            config,
-            weights,
-            preprocessing: meta.preprocessing.clone(),
-            name: format!("{} fine-tuned on {spec}", meta.name),
-        });
+        return Ok(finetune::from_model(
+            &dir,
+            &meta,
+            classes,
+            args.aux_weight > 0.0,
+            args.seed,
+            &spec.to_string(),
+        )?);
     }
     let preset = Preset::from(args.preset);
     let mut config = preset.config();
@@ -261,7 +239,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         full.classes.len(),
         t0.elapsed().as_secs_f64()
     );
-    let start = start(&args, from, &spec, &train_set)?;
+    let mut start = start(&args, from, &spec, &train_set)?;
     let cfg = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -296,7 +274,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let dev = device(&args.device)?;
-    let mut trainer = Trainer::new(&start.config, start.weights, cfg, &dev)?;
+    let weights = std::mem::take(&mut start.weights);
+    let mut trainer = Trainer::new(&start.config, weights, cfg, &dev)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     if args.resume {
         let ckpt = train::latest_checkpoint(out)?
@@ -309,7 +288,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             trainer.state.step
         );
     }
-    let params = nasnet_search::init::count_parameters(&start.config)?;
+    let params = nasnet_model::init::count_parameters(&start.config)?;
     eprintln!(
         "{}: {params} parameters, {} steps of {} images",
         start.name,
@@ -334,13 +313,16 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     );
     pb.set_position(trainer.state.step as u64);
     let t_train = Instant::now();
+    let fit = FitOptions {
+        val: Some(&val_set),
+        run_dir: Some(out),
+        checkpoint_every: args.checkpoint_every,
+        stop_at: args.max_steps,
+    };
     trainer.fit(
         &train_set,
-        Some(&val_set),
         &batcher,
-        Some(out),
-        args.checkpoint_every,
-        args.max_steps,
+        &fit,
         |e| match e {
             Event::Step(r) => {
                 if pb.is_hidden() && !args.quiet && r.step % 100 == 0 {
@@ -397,25 +379,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut meta = ModelMeta {
-        format_version: meta::FORMAT_VERSION,
-        name: start.name.clone(),
-        architecture: start.config.clone(),
-        preprocessing: start.preprocessing.clone(),
-        labels: train_set.classes.clone(),
-        provenance: Some(meta::Provenance {
-            format: "nasnet".into(),
-            source: FileDigest {
-                file: format!("trained: {spec}"),
-                sha256: String::new(),
-            },
-        }),
-        weights: FileDigest {
-            file: meta::WEIGHTS_FILE.to_owned(),
-            sha256: String::new(),
-        },
-    };
-    nasnet_zoo::import::write_model_files(out, &trainer.state_dict()?, &mut meta)?;
+    let mut meta = finetune::trained_meta(&start, &train_set.classes, &spec.to_string());
+    finetune::write_run_model(out, &trainer.state_dict()?, &mut meta)?;
     let test = spec.load(Split::Test, size)?;
     let (loss, acc) = trainer.evaluate(&test, &batcher)?;
     let summary = serde_json::json!({
@@ -487,24 +452,23 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let spec: DatasetSpec = args.dataset.parse()?;
     let dir = args.zoo.model_dir(&args.model)?;
     let model = infer::load(&dir, args.backend, &args.device, args.threads)?;
-    let p = model.meta.preprocessing.clone();
-    let classes = model.meta.labels.len();
+    let p = model.meta().preprocessing.clone();
+    let classes = model.meta().labels.len();
     let bs = args.batch_size.max(1);
     let mut score = Score::default();
     let pb = ProgressBar::new(0);
     let run = |data: Vec<f32>, labels: &[usize], score: &mut Score| -> anyhow::Result<()> {
         let n = labels.len();
-        let out = model.run(data, n, p.crop, p.crop)?;
-        let k = out.logits.len() / n;
+        let out = model.run(&data, n)?;
         for (i, &l) in labels.iter().enumerate() {
-            score.add(&out.logits[i * k..(i + 1) * k], l);
+            score.add(out.logits(i), l);
         }
         Ok(())
     };
     if let DatasetSpec::Folder(root) = &spec {
         let dir = nasnet_search::data::folder_split(root, Split::Test);
         let (names, files) = nasnet_search::data::folder_files(&dir)?;
-        let map = label_map(&names, &model.meta.labels, &dir)?;
+        let map = label_map(&names, &model.meta().labels, &dir)?;
         pb.set_length(files.len() as u64);
         for chunk in files.chunks(bs) {
             let mut data = vec![];
@@ -550,7 +514,10 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "{}: top-1 {:.4}  top-5 {:.4}  on {} images of {spec}",
-            model.meta.name, top1, top5, score.count
+            model.meta().name,
+            top1,
+            top5,
+            score.count
         );
     }
     Ok(())

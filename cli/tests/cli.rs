@@ -1,29 +1,15 @@
 //! End to end through the `nasnet` binary: import upstream-layout weight files with synthetic
 //! weights, classify the reference inputs, compare with the reference logits; and bad input.
 
-mod common;
-use common::{backends, ok};
+use nasnet_testsupport::cli::{nasnet, ok};
+use nasnet_testsupport::{backends, fixture};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
-use nasnet_search::Preset;
-use nasnet_search::init::{synthetic_input, synthetic_state_dict};
-
-fn nasnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-        .args(args)
-        .output()
-        .expect("nasnet runs")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/reference")
-        .join(name)
-}
+use nasnet_core::Preset;
+use nasnet_model::init::{synthetic_input, synthetic_state_dict};
 
 /// Calibrated statistics and expected outputs of a reference fixture.
 fn reference(name: &str) -> (HashMap<String, Tensor>, HashMap<String, Tensor>) {
@@ -95,7 +81,7 @@ fn import_and_classify(preset: Preset, upstream: &Path, from: &str, expected: &T
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     let size = preset.config().image_size;
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "import",
         "--arch",
         preset.name(),
@@ -113,7 +99,7 @@ fn import_and_classify(preset: Preset, upstream: &Path, from: &str, expected: &T
     x.narrow(0, 0, 1).unwrap().write_npy(&x1).unwrap();
     assert!(model.join("model.onnx").exists());
     for backend in backends() {
-        let stdout = ok(&nasnet(&[
+        let stdout = ok(&nasnet().run(&[
             "classify",
             "--model",
             model.to_str().unwrap(),
@@ -171,15 +157,6 @@ fn large_from_a_timm_file_matches_timm() {
     );
 }
 
-/// Runs a failing command; returns its single stderr line.
-fn fails(args: &[&str]) -> String {
-    let out = nasnet(args);
-    assert!(!out.status.success(), "expected failure: {args:?}");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    err
-}
-
 #[test]
 fn bad_weight_files_fail_cleanly() {
     let (stats, _) = reference("mobile.safetensors");
@@ -190,7 +167,7 @@ fn bad_weight_files_fail_cleanly() {
     let model = dir.path().join("out");
     let out = model.to_str().unwrap();
     let import = |arch: &str, file: &Path| {
-        fails(&["import", "--arch", arch, file.to_str().unwrap(), "-o", out])
+        nasnet().fails_one_line(&["import", "--arch", arch, file.to_str().unwrap(), "-o", out])
     };
 
     let truncated = dir.path().join("truncated.safetensors");
@@ -246,7 +223,7 @@ fn unreadable_inputs_are_reported_and_the_rest_classified() {
     let file = dir.path().join("mobile.safetensors");
     write_upstream(&file, Preset::Mobile, &stats, str::to_owned);
     let model = dir.path().join("m");
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "import",
         "--arch",
         "nasnet-a-mobile",
@@ -258,7 +235,7 @@ fn unreadable_inputs_are_reported_and_the_rest_classified() {
     std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
     let img = dir.path().join("gradient.png");
     image_gradient(&img);
-    let out = nasnet(&[
+    let out = nasnet().run(&[
         "classify",
         "--model",
         model.to_str().unwrap(),
@@ -287,7 +264,7 @@ fn unreadable_inputs_are_reported_and_the_rest_classified() {
             .is_some_and(|l| !l.is_empty())
     );
 
-    let e = fails(&[
+    let e = nasnet().fails_one_line(&[
         "classify",
         "--model",
         dir.path().join("nowhere").to_str().unwrap(),
@@ -328,7 +305,7 @@ fn image_gradient(path: &Path) {
 fn demo() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "synthetic",
         "--arch",
         "nasnet-a-mobile",
@@ -352,7 +329,7 @@ fn directories_globs_and_batches() {
     let run = |args: &[&str]| -> Vec<serde_json::Value> {
         let mut a = vec!["classify", "--model", m, "--json"];
         a.extend_from_slice(args);
-        ok(&nasnet(&a))
+        ok(&nasnet().run(&a))
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -384,7 +361,7 @@ fn directories_globs_and_batches() {
     );
     let pattern = format!("{}/*.jpg", images.display());
     assert_eq!(run(&[&pattern]).len(), 1);
-    let e = fails(&[
+    let e = nasnet().fails_one_line(&[
         "classify",
         "--model",
         m,
@@ -398,7 +375,7 @@ fn embed_writes_npy_and_json_lines() {
     let (d, model, images) = demo();
     let m = model.to_str().unwrap();
     let npy = d.path().join("features.npy");
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "embed",
         "--model",
         m,
@@ -408,7 +385,7 @@ fn embed_writes_npy_and_json_lines() {
     ]));
     let t = Tensor::read_npy(&npy).unwrap();
     assert_eq!(t.dims(), &[3, 1056]);
-    let jsonl = ok(&nasnet(&[
+    let jsonl = ok(&nasnet().run(&[
         "embed",
         "--model",
         m,
@@ -443,9 +420,9 @@ fn unavailable_devices_and_libraries_fail_clearly() {
     let m = model.to_str().unwrap();
     let img = images.join("a.jpg");
     let img = img.to_str().unwrap();
-    let e = fails(&["classify", "--model", m, "--device", "cuda", img]);
+    let e = nasnet().fails_one_line(&["classify", "--model", m, "--device", "cuda", img]);
     assert!(e.contains("CPU only"), "{e}");
-    let e = fails(&[
+    let e = nasnet().fails_one_line(&[
         "classify",
         "--model",
         m,
@@ -456,10 +433,11 @@ fn unavailable_devices_and_libraries_fail_clearly() {
         img,
     ]);
     assert!(e.contains("CUDA"), "{e}");
-    let e = fails(&["classify", "--model", m, "--device", "gpu", img]);
+    let e = nasnet().fails_one_line(&["classify", "--model", m, "--device", "gpu", img]);
     assert!(e.contains("unknown device"), "{e}");
     // ONNX Runtime missing: the ort backend says how to install it; tract keeps working.
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
+        .command()
         .args(["classify", "--model", m, "--backend", "ort", img])
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .output()
@@ -471,14 +449,16 @@ fn unavailable_devices_and_libraries_fail_clearly() {
         e.contains("/nonexistent/libonnxruntime.so") && e.contains("scripts/setup.sh"),
         "{e}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
+        .command()
         .args(["classify", "--model", m, "--backend", "tract", img])
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
         .output()
         .unwrap();
     assert!(out.status.success());
     // CUDA through ONNX Runtime without its GPU build installed.
-    let out = Command::new(env!("CARGO_BIN_EXE_nasnet"))
+    let out = nasnet()
+        .command()
         .args([
             "classify",
             "--model",
@@ -503,7 +483,7 @@ fn export_writes_onnx_and_safetensors() {
     let (d, model, _) = demo();
     let m = model.to_str().unwrap();
     let onnx = d.path().join("x.onnx");
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "export",
         "--model",
         m,
@@ -517,7 +497,7 @@ fn export_writes_onnx_and_safetensors() {
         std::fs::read(model.join("model.onnx")).unwrap()
     );
     let st = d.path().join("w.safetensors");
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "export",
         "--model",
         m,

@@ -2,8 +2,7 @@
 //! on 127.0.0.1 from the `redis-server` binary): a worker killed mid-job has its job taken
 //! over, a controller killed mid-search resumes, and every job finishes exactly once.
 
-mod common;
-use common::ok;
+use nasnet_testsupport::cli::{nasnet, ok};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,10 +10,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
 
 /// A private `redis-server` on a free port, stopped on drop.
 struct Redis {
@@ -88,6 +83,7 @@ fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
 /// A worker whose stderr goes to a file.
 fn worker(url: &str, queue: &str, name: &str, log: &Path, timeout: &str) -> Child {
     nasnet()
+        .command()
         .args(["worker", "--redis", url, "--queue", queue, "--name", name])
         .args(["--visibility-timeout", timeout])
         .stderr(File::create(log).unwrap())
@@ -177,6 +173,7 @@ fn a_worker_killed_mid_job_has_its_job_taken_over() {
     let b = worker(&r.url, "q1", "b", &log_b, "2");
     let d = dir.to_str().unwrap();
     let mut search = nasnet()
+        .command()
         .args(search_args(&r.url, "q1", d, "6"))
         .spawn()
         .unwrap();
@@ -209,7 +206,7 @@ fn a_killed_controller_resumes_and_no_job_runs_twice() {
     let b = worker(&r.url, "q2", "b", &tmp.path().join("b.log"), "10");
     let d = dir.to_str().unwrap();
     let args = search_args(&r.url, "q2", d, "8");
-    let mut search = nasnet().args(&args).spawn().unwrap();
+    let mut search = nasnet().command().args(&args).spawn().unwrap();
     wait_for("two results", Duration::from_secs(60), || {
         records(&dir, "result").len() >= 2
     });
@@ -219,7 +216,7 @@ fn a_killed_controller_resumes_and_no_job_runs_twice() {
     assert!(before < 8, "killed too late to test anything");
     let mut resume = args.clone();
     resume.push("--resume");
-    let out = nasnet().args(&resume).output().unwrap();
+    let out = nasnet().command().args(&resume).output().unwrap();
     stop(a);
     stop(b);
     ok(&out);
@@ -244,6 +241,7 @@ fn a_search_trains_real_children_on_workers_that_check_the_dataset() {
     let w = worker(&r.url, "q3", "w", &tmp.path().join("w.log"), "30");
     let spec = format!("fashion-mnist:{}", data.display());
     let out = nasnet()
+        .command()
         .args(["search", "--strategy", "random", "--dataset", &spec])
         .args(["--budget", "2", "--cells", "1", "--filters", "4"])
         .args(["--train-subset", "64", "--val-count", "64"])
@@ -278,22 +276,17 @@ fn a_search_trains_real_children_on_workers_that_check_the_dataset() {
 fn an_unreachable_redis_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     // Exit code 2 and the message on stderr.
-    let fails = |args: &[&str]| {
-        let out = nasnet().args(args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let dir = tmp.path().join("s");
-    let e = fails(&search_args(
+    let e = nasnet().fails_with_status_2(&search_args(
         "redis://127.0.0.1:1/",
         "q",
         dir.to_str().unwrap(),
         "2",
     ));
     assert!(e.contains("Redis at redis://127.0.0.1:1/"), "{e}");
-    let e = fails(&["worker", "--redis", "redis://127.0.0.1:1/"]);
+    let e = nasnet().fails_with_status_2(&["worker", "--redis", "redis://127.0.0.1:1/"]);
     assert!(e.contains("Redis at redis://127.0.0.1:1/"), "{e}");
-    let e = fails(&[
+    let e = nasnet().fails_with_status_2(&[
         "worker",
         "--redis",
         "redis://x/",
@@ -303,7 +296,7 @@ fn an_unreachable_redis_is_a_clear_error() {
     assert!(e.contains("--visibility-timeout must be positive"), "{e}");
     // The dataset is checked before Redis is reached.
     let d = dir.to_str().unwrap();
-    let e = fails(&[
+    let e = nasnet().fails_with_status_2(&[
         "search",
         "--dataset",
         "mnist:/no/such/dir",
@@ -365,6 +358,7 @@ fn jobs_nobody_can_run_are_answered_failed_and_garbage_is_dropped() {
     );
     let log = tmp.path().join("w.log");
     let w = nasnet()
+        .command()
         .args(["worker", "--redis", &r.url, "--queue", "q4", "--name", "w"])
         .args(["--visibility-timeout", "0.3", "--max-deliveries", "1"])
         .stderr(File::create(&log).unwrap())

@@ -1,17 +1,11 @@
 //! `nasnet search` through the binary: killed with SIGKILL mid-search and resumed, no finished
 //! child is lost or trained again; the report summarizes and plots.
 
-mod common;
-use common::ok;
+use nasnet_testsupport::cli::{nasnet, ok};
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn nasnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-}
 
 /// `(id, reward)` of every result line, in journal order.
 fn results(dir: &Path) -> Vec<(u64, f64)> {
@@ -43,7 +37,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_child() {
             "-o",
             d,
         ];
-        let mut child = nasnet().args(args).spawn().unwrap();
+        let mut child = nasnet().command().args(args).spawn().unwrap();
         let t0 = Instant::now();
         while results(&dir).len() < 6 {
             assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
@@ -53,12 +47,12 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_child() {
         child.wait().unwrap();
         let before = results(&dir);
         assert!(before.len() < 24, "killed too late to test anything");
-        let out = nasnet().args(args).output().unwrap();
+        let out = nasnet().command().args(args).output().unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
         let mut resume = args.to_vec();
         resume.push("--resume");
-        let out = nasnet().args(&resume).output().unwrap();
+        let out = nasnet().command().args(&resume).output().unwrap();
         ok(&out);
         let after = results(&dir);
         let mut count: HashMap<u64, usize> = HashMap::new();
@@ -92,6 +86,7 @@ fn the_report_compares_strategies() {
     for strategy in ["random", "evolution", "rl"] {
         let dir = tmp.path().join(strategy);
         let out = nasnet()
+            .command()
             .args([
                 "search",
                 "--strategy",
@@ -117,7 +112,7 @@ fn the_report_compares_strategies() {
         plot.display().to_string(),
     ];
     args.extend(dirs.iter().map(|d| d.display().to_string()));
-    let out = nasnet().args(&args).output().unwrap();
+    let out = nasnet().command().args(&args).output().unwrap();
     let text = ok(&out);
     for s in [
         "random search",
@@ -133,6 +128,7 @@ fn the_report_compares_strategies() {
     let best = dirs[1].join("best_genotype.json");
     let data = tmp.path().join("none");
     let out = nasnet()
+        .command()
         .args([
             "train",
             "--genotype",
@@ -151,6 +147,7 @@ fn the_report_compares_strategies() {
     let broken = tmp.path().join("broken.json");
     std::fs::write(&broken, "{\"normal\": 3}").unwrap();
     let out = nasnet()
+        .command()
         .args([
             "train",
             "--genotype",
@@ -166,6 +163,7 @@ fn the_report_compares_strategies() {
     assert!(e.contains("broken.json: not a genotype"), "{e}");
     let e = String::from_utf8_lossy(
         &nasnet()
+            .command()
             .args(["search", "report", tmp.path().to_str().unwrap()])
             .output()
             .unwrap()
@@ -180,7 +178,7 @@ fn bad_search_and_eval_requests_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let run = |args: &[&str]| {
-        let out = nasnet().args(args).output().unwrap();
+        let out = nasnet().command().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -199,6 +197,7 @@ fn bad_search_and_eval_requests_are_named() {
     // More class folders than the model has classes.
     let model = tmp.path().join("model");
     let out = nasnet()
+        .command()
         .args([
             "synthetic",
             "--arch",

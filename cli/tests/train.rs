@@ -2,24 +2,10 @@
 //! directory is a model every backend serves, runs stop and resume, fine-tuning replaces the
 //! classifier, bad datasets fail with the file named.
 
-mod common;
-use common::{backends, ok};
+use nasnet_testsupport::backends;
+use nasnet_testsupport::cli::{nasnet, ok};
 
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn nasnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nasnet"))
-        .args(args)
-        .output()
-        .expect("nasnet runs")
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = nasnet(args);
-    assert_eq!(out.status.code(), Some(2), "{args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A 28x28 grey image of class `label`: a bright bar whose position is the class, on noise.
 fn pattern(label: usize, seed: u64) -> Vec<u8> {
@@ -122,7 +108,7 @@ fn a_training_run_is_a_model_every_backend_serves() {
     let data = format!("fashion-mnist:{}", data_dir.display());
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
-    ok(&nasnet(&train_args(&data, run_s)));
+    ok(&nasnet().run(&train_args(&data, run_s)));
     for f in [
         "model.json",
         "model.safetensors",
@@ -147,7 +133,7 @@ fn a_training_run_is_a_model_every_backend_serves() {
 
     // `nasnet eval` serves the same accuracy the trainer measured, on every backend.
     for backend in backends() {
-        let out = ok(&nasnet(&[
+        let out = ok(&nasnet().run(&[
             "eval",
             "--model",
             run_s,
@@ -173,7 +159,7 @@ fn a_training_run_is_a_model_every_backend_serves() {
     let img = tmp.path().join("bar.png");
     write_bmp(&img, &pattern(2, 7), 28, 28);
     for backend in backends() {
-        let out = ok(&nasnet(&[
+        let out = ok(&nasnet().run(&[
             "classify",
             "--model",
             run_s,
@@ -197,12 +183,12 @@ fn runs_stop_and_resume_and_refuse_to_overwrite() {
     let run_s = run.to_str().unwrap();
     let mut args = train_args(&data, run_s);
     args.extend(["--max-steps", "3"]);
-    ok(&nasnet(&args));
+    ok(&nasnet().run(&args));
     assert!(
         !run.join("model.json").exists(),
         "no model before the run ends"
     );
-    let e = fails(&train_args(&data, run_s));
+    let e = nasnet().fails_with_status_2(&train_args(&data, run_s));
     assert!(
         e.contains("already holds a run") && e.contains("--resume"),
         "{e}"
@@ -213,13 +199,13 @@ fn runs_stop_and_resume_and_refuse_to_overwrite() {
         .iter()
         .map(|a| if *a == "0.05" { "0.1" } else { a })
         .collect::<Vec<_>>();
-    let e = fails(&other);
+    let e = nasnet().fails_with_status_2(&other);
     assert!(e.contains("other training settings"), "{e}");
-    ok(&nasnet(&resume));
+    ok(&nasnet().run(&resume));
     assert!(run.join("model.json").is_file());
     // The same run without interruption ends with the same weights.
     let whole = tmp.path().join("whole");
-    ok(&nasnet(&train_args(&data, whole.to_str().unwrap())));
+    ok(&nasnet().run(&train_args(&data, whole.to_str().unwrap())));
     assert_eq!(
         std::fs::read(run.join("model.safetensors")).unwrap(),
         std::fs::read(whole.join("model.safetensors")).unwrap()
@@ -233,7 +219,7 @@ fn fine_tuning_replaces_the_classifier_for_a_folder_of_classes() {
     write_idx(&data_dir, 48, 6);
     let base = tmp.path().join("base");
     let base_s = base.to_str().unwrap();
-    ok(&nasnet(&train_args(
+    ok(&nasnet().run(&train_args(
         &format!("fashion-mnist:{}", data_dir.display()),
         base_s,
     )));
@@ -256,7 +242,7 @@ fn fine_tuning_replaces_the_classifier_for_a_folder_of_classes() {
     std::fs::write(folder.join("train/left/readme.txt"), "not an image").unwrap();
     let tuned = tmp.path().join("tuned");
     let spec = format!("folder:{}", folder.display());
-    ok(&nasnet(&[
+    ok(&nasnet().run(&[
         "train",
         "--from",
         base_s,
@@ -294,7 +280,7 @@ fn fine_tuning_replaces_the_classifier_for_a_folder_of_classes() {
             .unwrap();
         assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{key}");
     }
-    let out = ok(&nasnet(&[
+    let out = ok(&nasnet().run(&[
         "eval",
         "--model",
         tuned.to_str().unwrap(),
@@ -309,7 +295,7 @@ fn fine_tuning_replaces_the_classifier_for_a_folder_of_classes() {
 fn bad_datasets_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let e = fails(&train_args(
+    let e = nasnet().fails_with_status_2(&train_args(
         &format!("fashion-mnist:{}", tmp.path().display()),
         out.to_str().unwrap(),
     ));
@@ -319,9 +305,9 @@ fn bad_datasets_are_named() {
     let spec = format!("fashion-mnist:{}", good.display());
     let mut resume = train_args(&spec, out.to_str().unwrap());
     resume.push("--resume");
-    let e = fails(&resume);
+    let e = nasnet().fails_with_status_2(&resume);
     assert!(e.contains("no checkpoint to resume from"), "{e}");
-    let e = fails(&train_args("imagenet:/nowhere", out.to_str().unwrap()));
+    let e = nasnet().fails_with_status_2(&train_args("imagenet:/nowhere", out.to_str().unwrap()));
     assert!(e.contains("unknown dataset"), "{e}");
     let data_dir = tmp.path().join("bad");
     write_idx(&data_dir, 8, 2);
@@ -330,7 +316,7 @@ fn bad_datasets_are_named() {
         b"\0\0\x08\x03\0\0\0\x08\0\0\0\x1c\0\0\0\x1c",
     )
     .unwrap();
-    let e = fails(&train_args(
+    let e = nasnet().fails_with_status_2(&train_args(
         &format!("fashion-mnist:{}", data_dir.display()),
         out.to_str().unwrap(),
     ));

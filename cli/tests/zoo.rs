@@ -3,136 +3,15 @@
 //! a user registry. No test reaches the internet.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use nasnet_search::init::{synthetic_input, synthetic_state_dict};
-use nasnet_search::{NetworkConfig, Preset};
+use nasnet_core::{NetworkConfig, Preset};
+use nasnet_model::init::{synthetic_input, synthetic_state_dict};
+use nasnet_testsupport::cli::{Nasnet, nasnet};
+use nasnet_testsupport::http::{Route, Server};
+use nasnet_testsupport::{fixture, sha256, small};
 use serde_json::json;
-
-#[derive(Clone)]
-enum Route {
-    /// A Hugging Face resolve URL: HEAD gives the commit, etag and size; GET the bytes.
-    Hf(Vec<u8>),
-    File(Vec<u8>),
-    Status(u16),
-    /// Announces the whole length, sends half, closes.
-    Truncated(Vec<u8>),
-}
-
-struct Server {
-    base: String,
-    routes: Arc<Mutex<HashMap<String, Route>>>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-fn sha256(b: &[u8]) -> String {
-    let d = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(d.path(), b).unwrap();
-    nasnet_zoo::fsutil::sha256_file(d.path()).unwrap()
-}
-
-impl Server {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let routes: Arc<Mutex<HashMap<String, Route>>> = Default::default();
-        let log: Arc<Mutex<Vec<String>>> = Default::default();
-        let (r, l) = (routes.clone(), log.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (r, l) = (r.clone(), l.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).is_err() {
-                        return;
-                    }
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
-                            break;
-                        }
-                    }
-                    let mut parts = line.split_whitespace();
-                    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                    l.lock().unwrap().push(format!("{method} {path}"));
-                    let route = r.lock().unwrap().get(path).cloned();
-                    let mut s = stream;
-                    let head = method == "HEAD";
-                    let reply = |s: &mut std::net::TcpStream,
-                                 status: &str,
-                                 headers: String,
-                                 body: &[u8]| {
-                        let _ =
-                            write!(s, "HTTP/1.1 {status}\r\n{headers}Connection: close\r\n\r\n");
-                        if !head {
-                            let _ = s.write_all(body);
-                        }
-                    };
-                    match route {
-                        Some(Route::Hf(b)) => {
-                            let h = format!(
-                                "Content-Length: {}\r\nETag: \"{}\"\r\nX-Repo-Commit: {}\r\n",
-                                b.len(),
-                                sha256(&b),
-                                "0123456789abcdef0123456789abcdef01234567"
-                            );
-                            reply(&mut s, "200 OK", h, &b);
-                        }
-                        Some(Route::File(b)) => reply(
-                            &mut s,
-                            "200 OK",
-                            format!("Content-Length: {}\r\n", b.len()),
-                            &b,
-                        ),
-                        Some(Route::Truncated(b)) => reply(
-                            &mut s,
-                            "200 OK",
-                            format!("Content-Length: {}\r\n", b.len()),
-                            &b[..b.len() / 2],
-                        ),
-                        Some(Route::Status(c)) => reply(
-                            &mut s,
-                            &format!("{c} Error"),
-                            "Content-Length: 0\r\n".into(),
-                            b"",
-                        ),
-                        None => reply(&mut s, "404 Not Found", "Content-Length: 0\r\n".into(), b""),
-                    }
-                });
-            }
-        });
-        Self { base, routes, log }
-    }
-
-    fn route(&self, path: &str, r: Route) -> String {
-        self.routes.lock().unwrap().insert(path.to_owned(), r);
-        format!("{}{path}", self.base)
-    }
-
-    fn requests(&self) -> usize {
-        self.log.lock().unwrap().len()
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/reference")
-        .join(name)
-}
-
-fn small(preset: Preset, filters: usize, stem_multiplier: f64, classes: usize) -> NetworkConfig {
-    let mut c = preset.config();
-    c.filters = filters;
-    c.stem_multiplier = stem_multiplier;
-    c.num_classes = classes;
-    c
-}
 
 /// A sandbox: its own cache, Hugging Face home, registry, and the server as hub endpoint.
 struct Env {
@@ -158,36 +37,24 @@ impl Env {
         p
     }
 
-    fn nasnet(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nasnet"))
-            .args(args)
+    /// The binary with this sandbox's cache, hub home and endpoint.
+    fn cli(&self) -> Nasnet {
+        nasnet()
             .env("NASNET_HOME", self.dir.path().join("home"))
             .env("HF_HOME", self.dir.path().join("hf"))
-            .env("HF_ENDPOINT", &self.server.base)
+            .env("HF_ENDPOINT", self.server.base())
             .env_remove("HF_HUB_OFFLINE")
             .env_remove("HF_HUB_CACHE")
             .env_remove("NASNET_REGISTRY")
             .env_remove("HF_TOKEN")
-            .output()
-            .unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.nasnet(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        self.cli().ok(args)
     }
 
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.nasnet(args);
-        assert!(!out.status.success(), "expected failure: {args:?}");
-        let e = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
-        e
+        self.cli().fails_one_line(args)
     }
 
     /// Logits of `nasnet classify` on the synthetic input.
@@ -354,7 +221,7 @@ fn pull_every_upstream_format_and_match_a_direct_import() {
             labels: None,
         };
         nasnet_zoo::import::import(&file, &direct, &opts).unwrap();
-        let (_, net) = nasnet_search::load_model_dir(&direct, &Device::Cpu).unwrap();
+        let (_, net) = nasnet_model::load_model_dir(&direct, &Device::Cpu).unwrap();
         let x = synthetic_input(1, config.image_size).unwrap();
         let want: Vec<f32> = net
             .forward(&x)
@@ -371,7 +238,7 @@ fn pull_every_upstream_format_and_match_a_direct_import() {
         eprintln!("{id}: pulled vs direct import max |Δ| = {d:e}");
         assert!(d < 1e-5, "{id}: {d}");
     }
-    let log = env.server.log.lock().unwrap().clone();
+    let log = env.server.log();
     assert!(
         log.contains(&"GET /down/x.pth".to_string()),
         "the failing mirror was tried first: {log:?}"

@@ -1,10 +1,17 @@
 //! The NASNet-A vocabulary shared by every crate, with no numerical dependency: the search
 //! space as data (operations, cells, genotypes, the published NASNet-A cells), network
-//! configurations and presets, and `model.json`, the metadata that travels with a model from
-//! the importer or trainer to the runtimes.
+//! configurations and presets, `model.json` (the metadata that travels with a model from the
+//! importer or trainer to the runtimes), the cache layout (`models/ID/VERSION`), the seeded
+//! generator every random choice uses, and, with the `image` feature, image decoding and the
+//! evaluation transform.
 
+pub mod cache;
 pub mod config;
+pub mod fsutil;
 pub mod meta;
+#[cfg(feature = "image")]
+pub mod preprocess;
+pub mod rng;
 pub mod space;
 
 pub use config::{ConfigError, NetworkConfig, PoolingRule, Preset, Stem};

@@ -13,6 +13,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const ONNX_FILE: &str = "model.onnx";
+/// The ONNX model's input: `[N, 3, S, S]` float32, preprocessed as [`Preprocessing`] says.
+pub const ONNX_INPUT: &str = "image";
+/// The ONNX model's first output: `[N, classes]` logits.
+pub const ONNX_LOGITS: &str = "logits";
+/// The ONNX model's second output: `[N, features]`, the pooled penultimate features.
+pub const ONNX_FEATURES: &str = "features";
 
 /// Resampling filter for the resize step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +171,19 @@ pub fn imagenet_labels() -> Vec<String> {
         .collect()
 }
 
+/// The ImageNet-1k WordNet ids (`n01440764`, ...), in the same order as [`imagenet_labels`].
+pub fn imagenet_synsets() -> Vec<String> {
+    include_str!("../data/imagenet_synsets.txt")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The WordNet id of each class when `labels` are ImageNet-1k's, else `None`.
+pub fn synsets_for(labels: &[String]) -> Option<Vec<String>> {
+    (labels.len() == 1000 && labels == imagenet_labels().as_slice()).then(imagenet_synsets)
+}
+
 /// Labels for a classifier with `n` classes: ImageNet names for 1000, else `class_<i>`.
 pub fn default_labels(n: usize) -> Vec<String> {
     if n == 1000 {
@@ -184,6 +203,9 @@ mod tests {
         assert_eq!(l.len(), 1000);
         assert_eq!(l[0], "tench");
         assert!(l.iter().all(|s| !s.is_empty()));
+        let s = synsets_for(&l).unwrap();
+        assert_eq!((s[0].as_str(), s[999].as_str()), ("n01440764", "n15075141"));
+        assert!(synsets_for(&default_labels(10)).is_none());
     }
 
     #[test]

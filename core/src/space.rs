@@ -268,27 +268,53 @@ impl CellGenotype {
     }
 }
 
+/// State 0 of a NASNet-A cell: `h_i`, the previous cell's output after ReLU-1x1-BN.
+pub const H_I: usize = 0;
+/// State 1: `h_{i-1}`, the output before it (factorized-reduced when its size differs).
+pub const H_PREV: usize = 1;
+
+/// One block as Figure 4 of the paper draws it: the left input and its op, the right input
+/// and its op, added. Inputs are [`H_I`], [`H_PREV`], or the state of an earlier block
+/// (`2 + block`).
+const fn add((left, op_left): (usize, Op), (right, op_right): (usize, Op)) -> Block {
+    Block {
+        inputs: [left, right],
+        ops: [op_left, op_right],
+        combine: Combine::Add,
+    }
+}
+
 impl Genotype {
-    /// NASNet-A, exactly as in the official release (`NasNetANormalCell`, `NasNetAReductionCell`
-    /// in tensorflow/models `research/slim/nets/nasnet/nasnet_utils.py`).
+    /// NASNet-A, the paper's Figure 4, block by block (state `2 + b` is block `b`'s output).
+    /// Equal to the official release's flat lists (`NasNetANormalCell`,
+    /// `NasNetAReductionCell` in tensorflow/models `research/slim/nets/nasnet/nasnet_utils.py`),
+    /// a test checks. Each cell's output concatenates the states the release lists as unused,
+    /// which keeps `h_{i-1}` in the normal cell and block 1 in the reduction cell although
+    /// blocks consume them.
+    #[rustfmt::skip]
     pub fn nasnet_a() -> Self {
         use Op::*;
-        let normal = CellGenotype::from_official(
-            &[
-                SepConv5x5, SepConv3x3, SepConv5x5, SepConv3x3, AvgPool3x3, Identity, AvgPool3x3,
-                AvgPool3x3, SepConv3x3, Identity,
+        let normal = CellGenotype {
+            blocks: vec![
+                //   left                    right
+                add((H_I, SepConv5x5),    (H_PREV, SepConv3x3)),  // state 2
+                add((H_PREV, SepConv5x5), (H_PREV, SepConv3x3)),  // state 3
+                add((H_I, AvgPool3x3),    (H_PREV, Identity)),    // state 4
+                add((H_PREV, AvgPool3x3), (H_PREV, AvgPool3x3)),  // state 5
+                add((H_I, SepConv3x3),    (H_I, Identity)),       // state 6
             ],
-            &[0, 1, 1, 1, 0, 1, 1, 1, 0, 0],
-            &[true, false, false, false, false, false, false],
-        );
-        let reduction = CellGenotype::from_official(
-            &[
-                SepConv5x5, SepConv7x7, MaxPool3x3, SepConv7x7, AvgPool3x3, SepConv5x5, Identity,
-                AvgPool3x3, SepConv3x3, MaxPool3x3,
+            concat: Concat::States(vec![H_PREV, 2, 3, 4, 5, 6]),
+        };
+        let reduction = CellGenotype {
+            blocks: vec![
+                add((H_I, SepConv5x5),    (H_PREV, SepConv7x7)),  // state 2
+                add((H_I, MaxPool3x3),    (H_PREV, SepConv7x7)),  // state 3
+                add((H_I, AvgPool3x3),    (H_PREV, SepConv5x5)),  // state 4
+                add((3, Identity),        (2, AvgPool3x3)),       // state 5
+                add((2, SepConv3x3),      (H_I, MaxPool3x3)),     // state 6
             ],
-            &[0, 1, 0, 1, 0, 1, 3, 2, 2, 0],
-            &[true, true, true, false, false, false, false],
-        );
+            concat: Concat::States(vec![3, 4, 5, 6]),
+        };
         Self { normal, reduction }
     }
 
@@ -320,7 +346,27 @@ mod tests {
 
     #[test]
     fn nasnet_a_matches_the_official_lists() {
+        // The official release's flat lists, as the oracle of the named rows.
+        use Op::*;
+        let normal = CellGenotype::from_official(
+            &[
+                SepConv5x5, SepConv3x3, SepConv5x5, SepConv3x3, AvgPool3x3, Identity, AvgPool3x3,
+                AvgPool3x3, SepConv3x3, Identity,
+            ],
+            &[0, 1, 1, 1, 0, 1, 1, 1, 0, 0],
+            &[true, false, false, false, false, false, false],
+        );
+        let reduction = CellGenotype::from_official(
+            &[
+                SepConv5x5, SepConv7x7, MaxPool3x3, SepConv7x7, AvgPool3x3, SepConv5x5, Identity,
+                AvgPool3x3, SepConv3x3, MaxPool3x3,
+            ],
+            &[0, 1, 0, 1, 0, 1, 3, 2, 2, 0],
+            &[true, true, true, false, false, false, false],
+        );
         let g = Genotype::nasnet_a();
+        assert_eq!(g.normal, normal);
+        assert_eq!(g.reduction, reduction);
         g.validate().unwrap();
         assert_eq!(g.normal.output_states(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(g.reduction.output_states(), vec![3, 4, 5, 6]);

@@ -104,7 +104,7 @@ pub fn dataset_digest(dir: &Path) -> Result<String> {
     for (rel, path) in &listed {
         h.update(rel.as_bytes());
         h.update([0]);
-        h.update(nasnet_zoo::fsutil::sha256_file(path)?.as_bytes());
+        h.update(nasnet_core::fsutil::sha256_file(path)?.as_bytes());
         h.update(b"\n");
     }
     Ok(hex(&h.finalize()))
@@ -129,8 +129,7 @@ fn fetch(kind: &str, url: &str, cache: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let base = url.trim_end_matches('/');
     let result = files.iter().try_for_each(|f| {
-        nasnet_zoo::fetch::download_url(&format!("{base}/{f}"), &tmp.join(f), false)
-            .map_err(Error::from)
+        nasnet_fetch::download_url(&format!("{base}/{f}"), &tmp.join(f), false).map_err(Error::from)
     });
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -36,9 +36,12 @@ pub enum Error {
     Dataset { path: String, problem: String },
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
-    /// A download or a file checksum (through the zoo's fetcher).
+    /// A download.
     #[error(transparent)]
-    Files(#[from] nasnet_zoo::Error),
+    Fetch(#[from] nasnet_fetch::Error),
+    /// Hashing a file.
+    #[error(transparent)]
+    Fs(#[from] nasnet_core::fsutil::FsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

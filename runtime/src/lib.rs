@@ -1,60 +1,76 @@
-//! Serving NASNet models exported to ONNX: one API over the backends — tract (pure Rust, the
-//! default; CPU and mobile targets) and ONNX Runtime (`ort`, CPU or CUDA, loaded at run time) —
-//! and the evaluation preprocessing each model was trained with (from its `model.json`).
-//! Builds without Candle, so apps and the C library can use it alone.
+//! Running NASNet models: the one way the CLI, the C library and Rust users run a model.
 //!
-//! Built without the `tract` and `ort` features it keeps only the preprocessing (for code that
-//! needs the exact evaluation transform and no backend); opening a model then says which
-//! feature is missing.
-#![cfg_attr(
-    not(any(feature = "tract", feature = "ort")),
-    allow(unused, unreachable_code)
-)]
+//! A model directory (`model.json` plus `model.onnx` and/or `model.safetensors`) opens on one
+//! of three backends — tract (pure Rust, the default; CPU and mobile targets), ONNX Runtime
+//! (`ort`, CPU or CUDA, its library loaded at run time) and Candle (the network itself, behind
+//! the `candle` feature) — and every backend takes the same preprocessed batch and returns the
+//! same [`Outputs`], whose predictions carry their labels (and WordNet ids for ImageNet
+//! labels). The evaluation transform each model was trained with comes from its `model.json`
+//! ([`preprocess`]).
+//!
+//! ```no_run
+//! use nasnet_runtime::{Model, Options};
+//! # fn main() -> nasnet_runtime::Result<()> {
+//! let model = Model::open("models/demo-mobile".as_ref(), Options::default())?;
+//! let input = model.load_image("photo.jpg".as_ref())?;
+//! let out = model.run(&input, 1)?;
+//! for p in out.top_k(0, 5) {
+//!     println!("{:.3} {}", p.probability, p.label);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Without the `candle` feature the runtime has no Candle in its dependencies, so apps and the
+//! C library can use it alone; without `tract` and `ort` it keeps only the preprocessing and
+//! opening a model on those backends says which feature is missing.
+#![warn(missing_docs)]
 
 mod engine;
-pub mod preprocess;
+mod error;
+mod output;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use nasnet_core::meta::{MetaError, ModelMeta, ONNX_FILE};
+use nasnet_core::meta::{ModelMeta, ONNX_FILE, WEIGHTS_FILE};
 
+#[cfg(feature = "candle")]
+pub use engine::candle::candle_device;
 pub use engine::ort_library;
 #[cfg(feature = "tract")]
 pub use engine::tract::optimized_ops;
-pub use preprocess::{ImageError, decode, load_image, preprocess};
-
-/// Errors of the runtime; each names the file or the backend concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Meta(#[from] MetaError),
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    #[error("{backend}: {message}")]
-    Backend {
-        backend: &'static str,
-        message: String,
-    },
-    #[error("{0}")]
-    OrtUnavailable(String),
-    #[error("{0}")]
-    Device(String),
-    #[error("{0}")]
-    Input(String),
-    #[error("{0} backend is not compiled into this build")]
-    NotCompiled(&'static str),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use error::{Cause, Error, ErrorCode, Result};
+pub use nasnet_core::cache::nasnet_home;
+pub use nasnet_core::preprocess::{self, ImageError, decode, load_image, preprocess};
+pub use output::{Labels, Outputs, Prediction, softmax, top_k, top_k_indices};
 
 /// Which engine runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Backend {
     /// tract: pure Rust, no native library.
     #[default]
     Tract,
     /// ONNX Runtime, loaded from its shared library (see [`ort_library`]).
     Ort,
+    /// Candle: the network from `model.safetensors` (needs the `candle` feature).
+    Candle,
+}
+
+impl Backend {
+    /// `tract`, `ort` or `candle`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tract => "tract",
+            Backend::Ort => "ort",
+            Backend::Candle => "candle",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -63,14 +79,18 @@ impl std::str::FromStr for Backend {
         match s {
             "tract" => Ok(Backend::Tract),
             "ort" | "onnxruntime" => Ok(Backend::Ort),
-            _ => Err(format!("unknown backend {s:?} (expected tract or ort)")),
+            "candle" => Ok(Backend::Candle),
+            _ => Err(format!(
+                "unknown backend {s:?} (expected tract, ort or candle)"
+            )),
         }
     }
 }
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Device {
+    /// The CPU.
     #[default]
     Cpu,
     /// A CUDA device by index.
@@ -95,24 +115,12 @@ impl std::str::FromStr for Device {
 /// How to open a model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
+    /// The engine.
     pub backend: Backend,
+    /// The device.
     pub device: Device,
     /// Intra-op threads (ONNX Runtime); `None` lets the backend decide.
     pub threads: Option<usize>,
-}
-
-/// `$NASNET_HOME`, else `$XDG_CACHE_HOME/nasnet`, else `~/.cache/nasnet`.
-pub fn nasnet_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("NASNET_HOME") {
-        return PathBuf::from(h);
-    }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("nasnet");
-    }
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache"))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("nasnet")
 }
 
 enum Engine {
@@ -120,90 +128,49 @@ enum Engine {
     Tract(engine::tract::TractEngine),
     #[cfg(feature = "ort")]
     Ort(engine::onnxruntime::OrtEngine),
+    #[cfg(feature = "candle")]
+    Candle(engine::candle::CandleEngine),
 }
 
 /// A model directory opened on a backend. Safe to share between threads.
 pub struct Model {
     meta: ModelMeta,
+    labels: Labels,
+    backend: Backend,
     engine: Engine,
 }
 
-/// The outputs of a batch.
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    pub batch: usize,
-    pub num_classes: usize,
-    pub num_features: usize,
-    /// `batch x num_classes`, row-major.
-    pub logits: Vec<f32>,
-    /// `batch x num_features`, row-major.
-    pub features: Vec<f32>,
-}
-
-/// One class of a top-k answer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Prediction {
-    pub index: usize,
-    pub probability: f32,
-    pub logit: f32,
-}
-
-/// Softmax of one row of logits (in f64, then rounded).
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    exp.iter().map(|e| (e / sum) as f32).collect()
-}
-
-/// The `k` most probable classes of one row of logits, most probable first (ties by index).
-pub fn top_k(logits: &[f32], k: usize) -> Vec<Prediction> {
-    let p = softmax(logits);
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-    idx.into_iter()
-        .take(k)
-        .map(|i| Prediction {
-            index: i,
-            probability: p[i],
-            logit: logits[i],
-        })
-        .collect()
-}
-
-impl Outputs {
-    pub fn logits(&self, row: usize) -> &[f32] {
-        &self.logits[row * self.num_classes..(row + 1) * self.num_classes]
+fn required(dir: &Path, file: &str, how: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join(file);
+    if path.exists() {
+        return Ok(path);
     }
-    pub fn features(&self, row: usize) -> &[f32] {
-        &self.features[row * self.num_features..(row + 1) * self.num_features]
-    }
-    pub fn probabilities(&self, row: usize) -> Vec<f32> {
-        softmax(self.logits(row))
-    }
-    pub fn top_k(&self, row: usize, k: usize) -> Vec<Prediction> {
-        top_k(self.logits(row), k)
-    }
+    Err(Error::Model {
+        message: format!("{}: missing ({how})", path.display()),
+        source: None,
+    })
 }
 
 impl Model {
-    /// Opens a model directory (`model.json` + `model.onnx`).
+    /// Opens a model directory on the backend and device of `opts`.
     pub fn open(dir: &Path, opts: Options) -> Result<Self> {
         let meta = ModelMeta::load(dir)?;
-        let onnx = dir.join(ONNX_FILE);
-        if !onnx.exists() {
-            return Err(Error::Input(format!(
-                "{}: missing (export it with `nasnet export --model {} --format onnx -o {}`)",
-                onnx.display(),
-                dir.display(),
-                onnx.display()
-            )));
-        }
         let size = meta.preprocessing.crop;
+        let onnx = || {
+            required(
+                dir,
+                ONNX_FILE,
+                &format!(
+                    "export it with `nasnet export --model {} --format onnx -o {}`",
+                    dir.display(),
+                    dir.join(ONNX_FILE).display()
+                ),
+            )
+        };
         let engine = match (opts.backend, opts.device) {
             #[cfg(feature = "tract")]
             (Backend::Tract, Device::Cpu) => {
-                Engine::Tract(engine::tract::TractEngine::open(&onnx, size)?)
+                Engine::Tract(engine::tract::TractEngine::open(&onnx()?, size)?)
             }
             #[cfg(not(feature = "tract"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),
@@ -214,19 +181,46 @@ impl Model {
             }
             #[cfg(feature = "ort")]
             (Backend::Ort, device) => Engine::Ort(engine::onnxruntime::OrtEngine::open(
-                &onnx,
+                &onnx()?,
                 size,
                 device,
                 opts.threads,
             )?),
             #[cfg(not(feature = "ort"))]
             (Backend::Ort, _) => return Err(Error::NotCompiled("ort")),
+            #[cfg(feature = "candle")]
+            (Backend::Candle, device) => {
+                required(dir, WEIGHTS_FILE, "the candle backend runs the weights")?;
+                Engine::Candle(engine::candle::CandleEngine::open(dir, device)?)
+            }
+            #[cfg(not(feature = "candle"))]
+            (Backend::Candle, _) => {
+                let _ = WEIGHTS_FILE;
+                return Err(Error::NotCompiled("candle"));
+            }
         };
-        Ok(Self { meta, engine })
+        let _ = &onnx;
+        Ok(Self {
+            labels: Labels::new(&meta.labels),
+            meta,
+            backend: opts.backend,
+            engine,
+        })
     }
 
+    /// The model's `model.json`.
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
+    }
+
+    /// The class names (and WordNet ids for ImageNet labels).
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The square input resolution.
@@ -234,14 +228,29 @@ impl Model {
         self.meta.preprocessing.crop
     }
 
-    /// Runs a batch of preprocessed images (`batch x 3 x S x S` floats, NCHW).
+    /// Runs a batch of preprocessed images (`batch x 3 x S x S` floats, NCHW, `S` the
+    /// [`Model::input_size`]).
     pub fn run(&self, input: &[f32], batch: usize) -> Result<Outputs> {
         let s = self.input_size();
-        if batch == 0 || input.len() != batch * 3 * s * s {
+        self.run_sized(input, batch, s, s)
+    }
+
+    /// Runs a batch of `batch x 3 x h x w` floats. The ONNX backends take the model's input
+    /// size only; Candle takes any size the network can reduce.
+    pub fn run_sized(&self, input: &[f32], batch: usize, h: usize, w: usize) -> Result<Outputs> {
+        if batch == 0 || input.len() != batch * 3 * h * w {
             return Err(Error::Input(format!(
-                "expected {batch} x 3 x {s} x {s} = {} floats, got {}",
-                batch * 3 * s * s,
+                "expected {batch} x 3 x {h} x {w} = {} floats, got {}",
+                batch * 3 * h * w,
                 input.len()
+            )));
+        }
+        let s = self.input_size();
+        let fixed = !matches!(self.backend, Backend::Candle);
+        if fixed && (h, w) != (s, s) {
+            return Err(Error::Input(format!(
+                "the {} backend runs this model at {s}x{s} only, got {h}x{w}",
+                self.backend
             )));
         }
         let raw: engine::RawOutputs = match &self.engine {
@@ -249,22 +258,49 @@ impl Model {
             Engine::Tract(e) => e.run(input, batch)?,
             #[cfg(feature = "ort")]
             Engine::Ort(e) => e.run(input, batch)?,
-            #[cfg(not(any(feature = "tract", feature = "ort")))]
+            #[cfg(feature = "candle")]
+            Engine::Candle(e) => e.run(input, batch, h, w)?,
+            #[cfg(not(any(feature = "tract", feature = "ort", feature = "candle")))]
             _ => unreachable!("no engine can be built without a backend feature"),
         };
-        let num_classes = raw.logits.len() / batch;
-        let num_features = raw.features.len() / batch;
         Ok(Outputs {
             batch,
-            num_classes,
-            num_features,
+            num_classes: raw.logits.len() / batch,
+            num_features: raw.features.len() / batch,
             logits: raw.logits,
             features: raw.features,
+            labels: self.labels.clone(),
         })
     }
 
     /// Decodes and preprocesses an image file as the model expects.
     pub fn load_image(&self, path: &Path) -> Result<Vec<f32>> {
         Ok(preprocess::load_image(path, &self.meta.preprocessing)?)
+    }
+
+    /// Preprocesses pixels (`width x height`, `channels` 3 for RGB or 4 for RGBA, rows
+    /// `stride` bytes apart) as the model expects.
+    pub fn load_pixels(
+        &self,
+        pixels: &[u8],
+        width: u32,
+        height: u32,
+        stride: usize,
+        channels: usize,
+    ) -> Result<Vec<f32>> {
+        preprocess::preprocess_pixels(
+            pixels,
+            width,
+            height,
+            stride,
+            channels,
+            &self.meta.preprocessing,
+        )
+        .map_err(Error::Input)
+    }
+
+    /// The `k` most probable classes of one row of logits, with this model's labels.
+    pub fn top_k(&self, logits: &[f32], k: usize) -> Vec<Prediction> {
+        top_k(logits, k, &self.labels)
     }
 }

@@ -8,16 +8,12 @@
 //! download never counts as a file. Offline (`--offline` or `HF_HUB_OFFLINE=1`), nothing
 //! touches the network and a missing piece is named.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use md5::Digest as _;
-use nasnet_core::meta::META_FILE;
-
-use crate::fsutil::sha256_file;
 use crate::import::{ImportOptions, import};
 use crate::registry::{Entry, Source};
 use crate::{Error, Result};
+use nasnet_fetch::sha256_file;
 
 /// How to pull.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +34,33 @@ pub fn offline_from_env() -> bool {
 
 /// Whether the converted model is in the cache.
 pub fn is_cached(entry: &Entry, home: &Path) -> bool {
-    entry.cache_dir(home).join(META_FILE).exists()
+    nasnet_core::cache::is_complete(&entry.cache_dir(home))
+}
+
+/// A model directory, or a zoo reference (`ID[@VERSION]`) resolved in `registry` and pulled
+/// into the cache under `home` on first use (saying so on stderr when `opts.progress`).
+pub fn locate(
+    model: &str,
+    registry: &crate::registry::Registry,
+    home: &Path,
+    opts: &PullOptions,
+) -> Result<PathBuf> {
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if model.contains(['/', '\\']) || path.exists() {
+        return Err(Error::Invalid {
+            path: model.to_owned(),
+            problem: "not a model directory".into(),
+        });
+    }
+    let entry = registry.resolve(model)?;
+    let offline = opts.offline || offline_from_env();
+    if opts.progress && !offline && !is_cached(entry, home) {
+        eprintln!("pulling {} (first use)", entry.spec());
+    }
+    pull(entry, home, opts)
 }
 
 /// Makes sure `entry` is converted in the cache and returns its model directory.
@@ -52,7 +74,7 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     for source in &entry.sources {
         let file = match fetch(source, home, offline, opts.progress) {
             Ok(f) => f,
-            Err(e @ Error::Checksum { .. }) => return Err(e),
+            Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
             Err(e) => {
                 failures.push(e.to_string());
                 continue;
@@ -127,132 +149,21 @@ fn fetch(source: &Source, home: &Path, offline: bool, progress: bool) -> Result<
     for url in &source.url {
         match download(url, &downloads.join(name(url)), source, progress) {
             Ok(()) => return Ok(downloads.join(name(url))),
-            Err(e @ Error::Checksum { .. }) => return Err(e),
+            Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
             Err(e) => failures.push(e.to_string()),
         }
     }
     Err(Error::Offline(failures.join("; ")))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| Error::Io {
-            path: "async runtime".into(),
-            error,
-        })
-}
-
-fn bar(total: u64, what: &str, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    pb.set_message(what.to_owned());
-    pb
-}
-
 /// Downloads `url` to `dest` through a `.partial` file, verifying length and checksum first.
 fn download(url: &str, dest: &Path, source: &Source, progress: bool) -> Result<()> {
-    download_checked(url, dest, progress, |tmp| verify(tmp, source))
-}
-
-/// Downloads `url` to `dest` through a `.partial` file, so that `dest` is complete or absent;
-/// the caller checks the contents.
-pub fn download_url(url: &str, dest: &Path, progress: bool) -> Result<()> {
-    download_checked(url, dest, progress, |_| Ok(()))
-}
-
-fn download_checked(
-    url: &str,
-    dest: &Path,
-    progress: bool,
-    check: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
-    let fail = |problem: String| Error::Download {
-        resource: url.to_owned(),
-        problem,
-    };
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|error| Error::Io {
-        path: dir.display().to_string(),
-        error,
-    })?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.partial-{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = runtime()?.block_on(async {
-        let mut resp = reqwest::get(url).await.map_err(|e| fail(format!("{e}")))?;
-        if !resp.status().is_success() {
-            return Err(fail(format!("HTTP {}", resp.status())));
-        }
-        let total = resp.content_length();
-        let pb = bar(
-            total.unwrap_or(0),
-            url.rsplit('/').next().unwrap_or(url),
-            progress,
-        );
-        let mut f = std::fs::File::create(&tmp).map_err(|error| Error::Io {
-            path: tmp.display().to_string(),
-            error,
-        })?;
-        let mut written = 0u64;
-        loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    f.write_all(&c).map_err(|error| Error::Io {
-                        path: tmp.display().to_string(),
-                        error,
-                    })?;
-                    written += c.len() as u64;
-                    pb.set_position(written);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(fail(format!("transfer failed after {written} bytes: {e}"))),
-            }
-        }
-        pb.finish_and_clear();
-        if let Some(t) = total.filter(|&t| t != written) {
-            return Err(fail(format!("transfer ended after {written} of {t} bytes")));
-        }
-        f.sync_all().map_err(|error| Error::Io {
-            path: tmp.display().to_string(),
-            error,
-        })
-    });
-    let result = result.and_then(|()| check(&tmp));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(match e {
-            Error::Checksum {
-                kind,
-                expected,
-                actual,
-                ..
-            } => Error::Checksum {
-                path: url.to_owned(),
-                kind,
-                expected,
-                actual,
-            },
-            e => e,
-        });
-    }
-    std::fs::rename(&tmp, dest).map_err(|error| Error::Io {
-        path: dest.display().to_string(),
-        error,
-    })
+    Ok(nasnet_fetch::download_checked(
+        url,
+        dest,
+        progress,
+        |tmp| check(tmp, source),
+    )?)
 }
 
 /// Forwards hf-hub's download events to a progress bar.
@@ -293,10 +204,10 @@ fn fetch_hf(hf: &crate::registry::HfFile, offline: bool, progress: bool) -> Resu
         .split_once('/')
         .ok_or_else(|| fail("repo must be owner/name".into()))?;
     let client = hf_hub::HFClient::new().map_err(|e| fail(e.to_string()))?;
-    let pb = bar(0, &hf.file, progress && !offline);
+    let pb = nasnet_fetch::bar(0, &hf.file, progress && !offline);
     let handler: std::sync::Arc<dyn hf_hub::progress::ProgressHandler> =
         std::sync::Arc::new(HfProgress(pb));
-    let result = runtime()?.block_on(
+    let result = nasnet_fetch::block_on(
         client
             .model(owner, name)
             .download_file()
@@ -305,7 +216,7 @@ fn fetch_hf(hf: &crate::registry::HfFile, offline: bool, progress: bool) -> Resu
             .local_files_only(offline)
             .progress(hf_hub::progress::Progress::from(handler))
             .send(),
-    );
+    )?;
     result.map_err(|e| match e {
         hf_hub::HFError::LocalEntryNotFound { .. } => fail("not in the Hugging Face cache".into()),
         e => fail(e.to_string()),
@@ -320,35 +231,20 @@ fn remove_hf_file(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-fn md5_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|error| Error::Io {
-        path: path.display().to_string(),
-        error,
-    })?;
-    let mut h = md5::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|error| Error::Io {
-            path: path.display().to_string(),
-            error,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// Checks a file against the source's checksum (sha256, md5, or a sha256 prefix). A source
 /// without one is accepted as is.
 pub fn verify(path: &Path, source: &Source) -> Result<()> {
-    let mismatch = |kind: &'static str, expected: &str, actual: String| Error::Checksum {
-        path: path.display().to_string(),
-        kind,
-        expected: expected.to_owned(),
-        actual,
-    };
+    Ok(check(path, source)?)
+}
+
+fn check(path: &Path, source: &Source) -> nasnet_fetch::Result<()> {
+    let mismatch =
+        |kind: &'static str, expected: &str, actual: String| nasnet_fetch::Error::Checksum {
+            path: path.display().to_string(),
+            kind,
+            expected: expected.to_owned(),
+            actual,
+        };
     if let Some(want) = &source.sha256 {
         let got = sha256_file(path)?;
         if !got.eq_ignore_ascii_case(want) {
@@ -361,7 +257,7 @@ pub fn verify(path: &Path, source: &Source) -> Result<()> {
         }
     }
     if let Some(want) = &source.md5 {
-        let got = md5_file(path)?;
+        let got = nasnet_fetch::md5_file(path)?;
         if !got.eq_ignore_ascii_case(want) {
             return Err(mismatch("md5", want, got));
         }

@@ -3,16 +3,19 @@
 //! directory (`model.safetensors` + `model.json`) atomically.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing, Provenance};
 use nasnet_core::{NetworkConfig, PoolingRule, Preset};
-use nasnet_search::init::parameter_shapes;
+use nasnet_model::init::parameter_shapes;
 
-use crate::fsutil::{sha256_file, write_dir_atomically};
 use crate::pth;
 use crate::{Error, Result};
+use nasnet_core::fsutil::sha256_file;
+pub use nasnet_model::dir::{
+    write_model_dir, write_model_files, write_synthetic, write_synthetic_config,
+};
 
 /// The upstream layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,97 +290,6 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
         format,
         container,
     })
-}
-
-/// Writes `model.safetensors`, `model.onnx` and `model.json` into `out` atomically, filling in
-/// the weights' sha256.
-pub fn write_model_dir(
-    out: &Path,
-    tensors: &HashMap<String, Tensor>,
-    meta: &mut ModelMeta,
-    force: bool,
-) -> Result<PathBuf> {
-    let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
-    let net = nasnet_search::NasNet::new(&meta.architecture, vb)?;
-    write_dir_atomically(out, force, |tmp| {
-        let weights = tmp.join(meta::WEIGHTS_FILE);
-        candle_core::safetensors::save(tensors, &weights)?;
-        meta.weights.sha256 = sha256_file(&weights)?;
-        nasnet_search::onnx::write_onnx(&net, &tmp.join(meta::ONNX_FILE))?;
-        let json = tmp.join(meta::META_FILE);
-        std::fs::write(&json, meta.to_json()).map_err(|error| Error::Io {
-            path: json.display().to_string(),
-            error,
-        })?;
-        Ok(())
-    })
-}
-
-/// Writes `model.safetensors`, `model.onnx` and `model.json` into an existing directory `dir`
-/// (a training run's), each through a temporary file and a rename; `model.json` goes last, so a
-/// directory with it is complete.
-pub fn write_model_files(
-    dir: &Path,
-    tensors: &HashMap<String, Tensor>,
-    meta: &mut ModelMeta,
-) -> Result<()> {
-    let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
-    let net = nasnet_search::NasNet::new(&meta.architecture, vb)?;
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |error| Error::Io { path, error }
-    };
-    let place = |name: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
-        let out = dir.join(name);
-        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        write(&tmp).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
-        std::fs::rename(&tmp, &out).map_err(io(&out))
-    };
-    place(meta::WEIGHTS_FILE, &|p| {
-        candle_core::safetensors::save(tensors, p)?;
-        Ok(())
-    })?;
-    meta.weights.sha256 = sha256_file(&dir.join(meta::WEIGHTS_FILE))?;
-    place(meta::ONNX_FILE, &|p| {
-        nasnet_search::onnx::write_onnx(&net, p)?;
-        Ok(())
-    })?;
-    let json = meta.to_json();
-    place(meta::META_FILE, &|p| {
-        std::fs::write(p, &json).map_err(io(p))
-    })
-}
-
-/// Writes a model directory for `preset` with [`nasnet_search::init::synthetic`] weights and
-/// the Cadene evaluation transform.
-pub fn write_synthetic(out: &Path, preset: Preset, force: bool) -> Result<ModelMeta> {
-    write_synthetic_config(out, preset.name(), preset.config(), force)
-}
-
-/// Writes a model directory for any configuration with synthetic weights.
-pub fn write_synthetic_config(
-    out: &Path,
-    name: &str,
-    config: NetworkConfig,
-    force: bool,
-) -> Result<ModelMeta> {
-    let tensors = nasnet_search::init::synthetic_state_dict(&config, &HashMap::new())?;
-    let mut meta = ModelMeta {
-        format_version: meta::FORMAT_VERSION,
-        name: format!("{name} (synthetic weights)"),
-        preprocessing: Preprocessing::cadene(config.image_size),
-        labels: meta::default_labels(config.num_classes),
-        architecture: config,
-        provenance: None,
-        weights: FileDigest {
-            file: meta::WEIGHTS_FILE.to_owned(),
-            sha256: String::new(),
-        },
-    };
-    write_model_dir(out, &tensors, &mut meta, force)?;
-    Ok(meta)
 }
 
 /// Writes a model directory's weights, checked against its architecture, to `out` (through a

@@ -5,38 +5,55 @@
 //! (`model.safetensors`, `model.onnx`, `model.json`) written atomically.
 
 pub mod fetch;
-pub mod fsutil;
 pub mod import;
 pub mod keras;
 pub mod pth;
 pub mod registry;
 
-/// Errors of the zoo; every variant names the file concerned.
+/// Errors of the zoo; every variant names the file or the resource concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading or writing a file failed.
     #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
-    #[error("{path}: {problem}")]
-    Invalid { path: String, problem: String },
-    #[error("{path}: already exists (pass --force to replace it)")]
-    Exists { path: String },
-    #[error("{resource}: {problem}")]
-    Download { resource: String, problem: String },
-    #[error(
-        "{path}: checksum mismatch: expected {kind} {expected}, got {actual}; the download was deleted"
-    )]
-    Checksum {
+    Io {
+        /// The file.
         path: String,
-        kind: &'static str,
-        expected: String,
-        actual: String,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
     },
+    /// A file or registry entry is malformed.
+    #[error("{path}: {problem}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A download failed (hub files).
+    #[error("{resource}: {problem}")]
+    Download {
+        /// The URL or hub file.
+        resource: String,
+        /// What went wrong.
+        problem: String,
+    },
+    /// A needed file is not available without the network.
     #[error("{0}")]
     Offline(String),
+    /// A URL download or its checksum.
     #[error(transparent)]
-    Network(#[from] nasnet_search::Error),
+    Fetch(#[from] nasnet_fetch::Error),
+    /// An atomic file or directory write.
+    #[error(transparent)]
+    Fs(#[from] nasnet_core::fsutil::FsError),
+    /// Building the network for the weights, or exporting it.
+    #[error(transparent)]
+    Network(#[from] nasnet_model::Error),
+    /// A tensor operation on the weights.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
+/// The result of the zoo's functions.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

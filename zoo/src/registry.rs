@@ -163,7 +163,7 @@ impl Entry {
 
     /// Where the converted model lives in the cache.
     pub fn cache_dir(&self, home: &Path) -> PathBuf {
-        home.join("models").join(&self.id).join(&self.version)
+        nasnet_core::cache::model_dir(home, &self.id, &self.version)
     }
 
     fn check(&self, origin: &str) -> Result<()> {
@@ -171,13 +171,13 @@ impl Entry {
             path: origin.to_owned(),
             problem: format!("{}: {problem}", self.spec()),
         };
-        if parse_version(&self.version).is_none() {
+        if nasnet_core::cache::Version::parse(&self.version).is_none() {
             return Err(bad(format!(
                 "version {:?} is not MAJOR.MINOR.PATCH",
                 self.version
             )));
         }
-        if self.id.is_empty() || self.id.contains(['/', '\\', '@']) || self.id.starts_with('.') {
+        if !nasnet_core::cache::is_plain_id(&self.id) {
             return Err(bad(format!("id {:?} is not a plain name", self.id)));
         }
         if self.sources.is_empty() {
@@ -199,12 +199,6 @@ impl Entry {
         }
         self.config().validate().map_err(|e| bad(e.to_string()))
     }
-}
-
-fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
-    let mut it = v.split('.').map(|p| p.parse::<u64>().ok());
-    let r = (it.next()??, it.next()??, it.next()??);
-    it.next().is_none().then_some(r)
 }
 
 /// The manifest format.
@@ -284,7 +278,7 @@ impl Registry {
             .iter()
             .filter(|e| e.id == id && version.is_none_or(|v| e.version == v));
         candidates
-            .max_by_key(|e| parse_version(&e.version))
+            .max_by_key(|e| nasnet_core::cache::Version::parse(&e.version))
             .ok_or_else(|| {
                 let known: Vec<String> = self.entries.iter().map(Entry::spec).collect();
                 Error::Invalid {

@@ -67,11 +67,11 @@ impl Evaluator for TrainEvaluator {
         let mut config = self.base.clone();
         config.genotype = genotype.clone();
         config.validate().map_err(child)?;
-        let params = crate::init::count_parameters(&config).map_err(child)?;
+        let params = nasnet_model::init::count_parameters(&config).map_err(child)?;
         let weights = initial_weights(&config, self.cfg.seed).map_err(child)?;
         let mut t =
             Trainer::new(&config, weights, self.cfg.clone(), &self.device).map_err(child)?;
-        t.fit(&self.train, None, &self.batcher, None, 0, None, |_| {})
+        t.fit(&self.train, &self.batcher, &Default::default(), |_| {})
             .map_err(child)?;
         let (_, acc) = t.evaluate(&self.val, &self.batcher).map_err(child)?;
         Ok(ChildResult {

@@ -1,0 +1,161 @@
+//! Files: hashing and atomic directory writes, so that a directory another process or a later
+//! run reads is either complete or absent.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A file operation that failed; each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// Reading, writing or renaming failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The destination exists and replacing it was not asked for.
+    #[error("{}: already exists (pass --force to replace it)", path.display())]
+    Exists {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The path cannot be a directory's destination.
+    #[error("{}: not a directory name", path.display())]
+    NotADirectoryName {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+type Result<T, E = FsError> = std::result::Result<T, E>;
+
+/// Maps an I/O error on `path` to [`FsError::Io`].
+pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FsError + '_ {
+    move |source| FsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The lowercase hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Removes a directory when dropped, unless disarmed.
+struct TempDir(Option<PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Fills a fresh directory with `fill`, then moves it to `out` in one rename, so that `out`
+/// either does not exist or is complete. An existing `out` is an error unless `force`.
+pub fn write_dir_atomically<E: From<FsError>>(
+    out: &Path,
+    force: bool,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<PathBuf, E> {
+    let exists = out.exists();
+    if exists && !force {
+        return Err(FsError::Exists {
+            path: out.to_path_buf(),
+        }
+        .into());
+    }
+    let name = out
+        .file_name()
+        .ok_or_else(|| FsError::NotADirectoryName {
+            path: out.to_path_buf(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let mut guard = TempDir(Some(tmp.clone()));
+    fill(&tmp)?;
+    if exists {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(out, &old).map_err(io(out))?;
+        let _old_guard = TempDir(Some(old));
+        std::fs::rename(&tmp, out).map_err(io(out))?;
+    } else {
+        std::fs::rename(&tmp, out).map_err(io(out))?;
+    }
+    guard.0 = None;
+    Ok(out.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_fill_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("model");
+        let r = write_dir_atomically(&out, false, |tmp| {
+            std::fs::write(tmp.join("half"), b"x").unwrap();
+            Err(FsError::NotADirectoryName { path: "x".into() })
+        });
+        assert!(r.is_err());
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn existing_dir_needs_force() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("model");
+        write_dir_atomically(&out, false, |t| {
+            std::fs::write(t.join("a"), b"1").map_err(io(t))
+        })
+        .unwrap();
+        assert!(matches!(
+            write_dir_atomically::<FsError>(&out, false, |_| Ok(())),
+            Err(FsError::Exists { .. })
+        ));
+        write_dir_atomically(&out, true, |t| {
+            std::fs::write(t.join("b"), b"2").map_err(io(t))
+        })
+        .unwrap();
+        assert!(out.join("b").exists() && !out.join("a").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn sha256_of_abc() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! The whole NASNet network: stem, cells, heads (TF-slim `nasnet.py` `_build_nasnet_base`).
+//!
+//! Paper: Zoph, Vasudevan, Shlens, Le, "Learning Transferable Architectures for Scalable Image
+//! Recognition", CVPR 2018, <https://arxiv.org/abs/1707.07012>. Reference implementations:
+//! tensorflow/models `research/slim/nets/nasnet` (the official release), timm
+//! `timm/models/nasnet.py` and Cadene `pretrainedmodels/models/nasnet{,_mobile}.py`, whose
+//! state-dict keys this module reproduces (cells numbered `cell_0 .. cell_{3N-1}`).
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use nasnet_core::{NetworkConfig, Stem};
+
+use crate::candle_graph::CandleGraph;
+use crate::cell::{Cell, CellSpec, Chw};
+use crate::graph::Graph;
+use crate::layers::{Conv2d, ConvBn, Linear, Padding};
+use crate::ops::{Pool, PoolKind};
+use crate::{Error, Result};
+
+/// A cell and where its two inputs come from (indices into the list of states, where state 0
+/// is the stem convolution's output and state `i + 1` is node `i`'s output).
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub cell: Cell,
+    pub input: usize,
+    /// `None`: the cell has no previous input and uses its current input.
+    pub prev: Option<usize>,
+    /// Endpoint name in the official code (`Cell_3`, `Reduction_Cell_0`), if any.
+    pub endpoint: Option<String>,
+}
+
+/// The auxiliary classifier at two thirds of the depth (training only): ReLU, 5x5 stride-3
+/// average pool, 1x1 conv to 128 + BN, ReLU, conv to 768 over the remaining map + BN, ReLU,
+/// linear.
+#[derive(Debug, Clone)]
+pub struct AuxHead {
+    /// Output of this node feeds the head.
+    pub after: usize,
+    pub conv_1: ConvBn,
+    pub conv_2: ConvBn,
+    pub last_linear: Linear,
+}
+
+impl AuxHead {
+    fn new(vb: &VarBuilder, after: usize, input: Chw, classes: usize, eps: f64) -> Result<Self> {
+        let [c, h, w] = input;
+        if h < 5 || w < 5 {
+            return Err(Error::Build(format!(
+                "the auxiliary head needs a map of at least 5x5, got {h}x{w}"
+            )));
+        }
+        let (ph, pw) = ((h - 5) / 3 + 1, (w - 5) / 3 + 1);
+        let conv = Conv2d::pointwise(&vb.pp("conv_1").pp("conv"), c, 128, 1)?;
+        let conv_1 = ConvBn::new(&vb.pp("conv_1"), false, conv, eps)?;
+        let vb2 = vb.pp("conv_2");
+        let conv = Conv2d::new(&vb2.pp("conv"), 128, 768, [ph, pw], 1, 1, 1, Padding::Valid)?;
+        let conv_2 = ConvBn::new(&vb2, true, conv, eps)?;
+        Ok(Self {
+            after,
+            conv_1,
+            conv_2,
+            last_linear: Linear::new(&vb.pp("last_linear"), 768, classes)?,
+        })
+    }
+
+    pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
+        let x = g.relu(x)?;
+        let pool = Pool {
+            kind: PoolKind::Avg,
+            kernel: 5,
+            stride: 3,
+            pads: [0; 4],
+            count_include_pad: false,
+        };
+        let x = g.pool(&x, pool)?;
+        let x = self.conv_1.forward(g, &x)?;
+        let x = self.conv_2.forward(g, &x)?;
+        let x = g.relu(&x)?;
+        let x = g.global_avg_pool(&x)?;
+        self.last_linear.forward(g, &x)
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct Output<V> {
+    /// `[N, classes]`.
+    pub logits: V,
+    /// The pooled penultimate activations, `[N, 24 F]`.
+    pub features: V,
+    /// The auxiliary head's logits, when the network has one.
+    pub aux_logits: Option<V>,
+}
+
+/// A NASNet network for any genotype and configuration.
+#[derive(Debug, Clone)]
+pub struct NasNet {
+    pub config: NetworkConfig,
+    /// Stem convolution and BN (no ReLU).
+    pub conv0: ConvBn,
+    /// Stem cells and body cells, in execution order.
+    pub nodes: Vec<Node>,
+    pub aux_head: Option<AuxHead>,
+    pub last_linear: Linear,
+}
+
+impl NasNet {
+    /// Builds the network, reading weights from `vb` under their state-dict names.
+    pub fn new(config: &NetworkConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let eps = config.bn_eps;
+        let size = config.image_size;
+        let stem_c = config.stem_filters();
+        let (conv0, stem_hw) = match config.stem {
+            Stem::Imagenet => {
+                let conv = Conv2d::new(
+                    &vb.pp("conv0").pp("conv"),
+                    3,
+                    stem_c,
+                    [3, 3],
+                    2,
+                    1,
+                    1,
+                    Padding::Valid,
+                )?;
+                ((conv, eps), (size - 3) / 2 + 1)
+            }
+            Stem::Cifar => {
+                let conv = Conv2d::new(
+                    &vb.pp("conv0").pp("conv"),
+                    3,
+                    stem_c,
+                    [3, 3],
+                    1,
+                    1,
+                    1,
+                    Padding::Same,
+                )?;
+                ((conv, eps), size)
+            }
+        };
+        let conv0 = ConvBn::new(&vb.pp("conv0"), false, conv0.0, conv0.1)?;
+
+        let mut shapes: Vec<Chw> = vec![[stem_c, stem_hw, stem_hw]];
+        // TF's `cell_outputs`: the last two states, `None` standing for "no previous input".
+        let mut history: Vec<Option<usize>> = vec![None, Some(0)];
+        let mut nodes: Vec<Node> = vec![];
+        let mut cell_num = 0usize;
+        let total = config.total_num_cells() as f64;
+        let rate = config.filter_scaling_rate;
+
+        let mut push = |name: String,
+                        reduction: bool,
+                        scaling: f64,
+                        prev: Option<usize>,
+                        endpoint: Option<String>,
+                        history: &mut Vec<Option<usize>>,
+                        cell_num: &mut usize|
+         -> Result<()> {
+            let input = history.last().copied().flatten().expect("a current state");
+            let genotype = if reduction {
+                &config.genotype.reduction
+            } else {
+                &config.genotype.normal
+            };
+            let spec = CellSpec {
+                genotype,
+                reduction,
+                filters: config.scaled_filters(scaling),
+                input: shapes[input],
+                prev: prev.map(|p| shapes[p]),
+                pooling: config.pooling,
+                eps,
+                drop_path_keep: 1.0
+                    - (*cell_num as f64 + 1.0) / total * (1.0 - config.drop_path_keep_prob),
+            };
+            if spec.filters == 0 {
+                return Err(Error::Build(format!("{name} would have no filters")));
+            }
+            let cell = Cell::new(&vb.pp(&name), name, spec)?;
+            shapes.push(cell.out_shape);
+            nodes.push(Node {
+                cell,
+                input,
+                prev,
+                endpoint,
+            });
+            history.push(Some(shapes.len() - 1));
+            *cell_num += 1;
+            Ok(())
+        };
+
+        if config.stem == Stem::Imagenet {
+            let mut scaling = 1.0 / (rate * rate);
+            for k in 0..2 {
+                let prev = history[history.len() - 2];
+                push(
+                    format!("cell_stem_{k}"),
+                    true,
+                    scaling,
+                    prev,
+                    None,
+                    &mut history,
+                    &mut cell_num,
+                )?;
+                scaling *= rate;
+            }
+        }
+
+        let n = config.cells;
+        let reductions = [n, 2 * n];
+        let mut scaling = 1.0;
+        let mut aux_input = None;
+        for i in 0..3 * n {
+            let mut prev = history[history.len() - 2];
+            if let Some(k) = reductions.iter().position(|&r| r == i) {
+                scaling *= rate;
+                let p = history[history.len() - 2];
+                let endpoint = Some(format!("Reduction_Cell_{k}"));
+                push(
+                    format!("reduction_cell_{k}"),
+                    true,
+                    scaling,
+                    p,
+                    endpoint,
+                    &mut history,
+                    &mut cell_num,
+                )?;
+                if !config.skip_reduction_layer_input {
+                    prev = history[history.len() - 2];
+                }
+            }
+            let endpoint = Some(format!("Cell_{i}"));
+            push(
+                format!("cell_{i}"),
+                false,
+                scaling,
+                prev,
+                endpoint,
+                &mut history,
+                &mut cell_num,
+            )?;
+            if i + 1 == reductions[1] {
+                aux_input = history.last().copied().flatten();
+            }
+        }
+        let last = *shapes.last().expect("at least one cell");
+        let aux_head = match (config.aux_head, aux_input) {
+            (true, Some(s)) => Some(AuxHead::new(
+                &vb.pp("aux_head"),
+                s,
+                shapes[s],
+                config.num_classes,
+                eps,
+            )?),
+            _ => None,
+        };
+        let last_linear = Linear::new(&vb.pp("last_linear"), last[0], config.num_classes)?;
+        Ok(Self {
+            config: config.clone(),
+            conv0,
+            nodes,
+            aux_head,
+            last_linear,
+        })
+    }
+
+    /// Width of the pooled features (`24 F` for NASNet-A).
+    pub fn num_features(&self) -> usize {
+        self.last_linear.weight.dims()[1]
+    }
+
+    /// Runs the network on `x` (`[N, 3, H, W]`) with any [`Graph`] backend.
+    pub fn forward_graph<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<Output<G::Value>> {
+        let mut states = vec![self.conv0.forward(g, x)?];
+        if self.config.stem == Stem::Cifar {
+            g.endpoint("Stem", &states[0]);
+        }
+        let mut aux_logits = None;
+        for node in &self.nodes {
+            let prev = node.prev.map(|p| &states[p]);
+            let y = node.cell.forward(g, &states[node.input], prev)?;
+            if node.cell.name == "cell_stem_1" {
+                g.endpoint("Stem", &y);
+            }
+            if let Some(e) = &node.endpoint {
+                g.endpoint(e, &y);
+            }
+            states.push(y);
+            if let Some(aux) = self
+                .aux_head
+                .as_ref()
+                .filter(|a| a.after == states.len() - 1)
+            {
+                aux_logits = Some(aux.forward(g, &states[aux.after])?);
+            }
+        }
+        let last = states.last().expect("at least one state");
+        let x = g.relu(last)?;
+        let features = g.global_avg_pool(&x)?;
+        let x = g.dropout(&features, self.config.dropout)?;
+        let logits = self.last_linear.forward(g, &x)?;
+        Ok(Output {
+            logits,
+            features,
+            aux_logits,
+        })
+    }
+
+    /// Inference: logits and features.
+    pub fn forward(&self, x: &Tensor) -> Result<Output<Tensor>> {
+        self.forward_graph(&mut CandleGraph::eval(), x)
+    }
+}
+
+/// Loads a model directory (`model.json` + `model.safetensors`) onto `device`.
+pub fn load_model_dir(
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> Result<(nasnet_core::ModelMeta, NasNet)> {
+    use nasnet_core::meta::{ModelMeta, WEIGHTS_FILE};
+    let meta = ModelMeta::load(dir)?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tensors =
+        candle_core::safetensors::load(&weights, device).map_err(|source| Error::Weights {
+            path: weights.clone(),
+            problem: "cannot read weights",
+            source: Box::new(source.into()),
+        })?;
+    let vb = VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+    let net = NasNet::new(&meta.architecture, vb).map_err(|source| Error::Weights {
+        path: weights.clone(),
+        problem: "does not fit model.json",
+        source: Box::new(source),
+    })?;
+    Ok((meta, net))
+}

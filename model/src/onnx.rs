@@ -1,0 +1,387 @@
+//! ONNX export: records the network through the same [`Graph`] trait the Candle evaluation uses,
+//! so the exported graph is wired by the one network description.
+//!
+//! The graph is built for inference: batch norms stay as `BatchNormalization` next to their
+//! convolutions (ONNX Runtime and tract fold them), TF "SAME" padding (the asymmetric
+//! even-size case included) becomes the `pads` attribute of `Conv` / `MaxPool` /
+//! `AveragePool` (no `Pad` node, so no negative pads and nothing for ONNX Runtime 1.30/1.31's
+//! Pad-fusion bug to reject), the border rule of average pools is `count_include_pad`, and
+//! the factorized reduction's one-pixel shift is a `Slice` feeding a strided 1x1 `Conv` with
+//! one pixel of end padding. Opset 17, dynamic batch; input `image` `[N, 3, S, S]`, outputs
+//! `logits` `[N, classes]` and `features` `[N, 24 F]`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use onnx_protobuf::attribute_proto::AttributeType;
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
+use onnx_protobuf::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
+};
+use protobuf::{EnumOrUnknown, Message, MessageField};
+
+use crate::graph::Graph;
+use crate::model::NasNet;
+use crate::ops::{BatchNorm, ConvSpec, Pool, PoolKind, output_size};
+use crate::{Error, Result};
+
+/// The ONNX opset the exporter targets.
+pub const OPSET: i64 = 17;
+pub use nasnet_core::meta::{
+    ONNX_FEATURES as FEATURES, ONNX_INPUT as INPUT, ONNX_LOGITS as LOGITS,
+};
+
+/// A value in the graph being recorded: its name and, for 4-D values, `[C, H, W]`.
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub name: String,
+    pub chw: Option<[usize; 3]>,
+}
+
+/// Records the network's operations as ONNX nodes.
+#[derive(Debug, Default)]
+pub struct OnnxGraph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    count: usize,
+}
+
+fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::INT),
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        type_: EnumOrUnknown::new(AttributeType::FLOAT),
+        f: v,
+        ..Default::default()
+    }
+}
+
+fn pads_attr(p: [usize; 4]) -> AttributeProto {
+    // ONNX order: x1_begin, x2_begin, x1_end, x2_end = top, left, bottom, right.
+    attr_ints("pads", &p.map(|v| v as i64))
+}
+
+fn tensor_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Some(v) => dimension::Value::DimValue(*v as i64),
+                None => dimension::Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let tensor = type_proto::Tensor {
+        elem_type: DataType::FLOAT as i32,
+        shape: MessageField::some(TensorShapeProto {
+            dim,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: MessageField::some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl OnnxGraph {
+    fn fresh(&mut self, prefix: &str) -> String {
+        self.count += 1;
+        format!("{prefix}_{}", self.count)
+    }
+
+    fn initializer(&mut self, prefix: &str, t: &Tensor) -> Result<String> {
+        let name = self.fresh(prefix);
+        let t = t.to_dtype(DType::F32)?;
+        let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: t.dims().iter().map(|&d| d as i64).collect(),
+            data_type: DataType::FLOAT as i32,
+            raw_data: raw,
+            ..Default::default()
+        });
+        Ok(name)
+    }
+
+    fn int_initializer(&mut self, prefix: &str, v: &[i64]) -> String {
+        let name = self.fresh(prefix);
+        self.initializers.push(TensorProto {
+            name: name.clone(),
+            dims: vec![v.len() as i64],
+            data_type: DataType::INT64 as i32,
+            raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn node(
+        &mut self,
+        op: &str,
+        inputs: Vec<String>,
+        attrs: Vec<AttributeProto>,
+        chw: Option<[usize; 3]>,
+    ) -> Value {
+        let out = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: out.clone(),
+            input: inputs,
+            output: vec![out.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        Value { name: out, chw }
+    }
+
+    fn shape(x: &Value) -> Result<[usize; 3]> {
+        x.chw
+            .ok_or_else(|| Error::Build(format!("{} is not a feature map", x.name)))
+    }
+
+    /// Wraps the recorded nodes into a model.
+    fn into_model(self, net: &NasNet, out: Output) -> ModelProto {
+        let mut nodes = self.nodes;
+        for (name, v) in [(LOGITS, &out.logits), (FEATURES, &out.features)] {
+            nodes.push(NodeProto {
+                op_type: "Identity".into(),
+                name: name.into(),
+                input: vec![v.name.clone()],
+                output: vec![name.into()],
+                ..Default::default()
+            });
+        }
+        let s = net.config.image_size;
+        let graph = GraphProto {
+            name: "nasnet".into(),
+            node: nodes,
+            initializer: self.initializers,
+            input: vec![tensor_info(INPUT, &[None, Some(3), Some(s), Some(s)])],
+            output: vec![
+                tensor_info(LOGITS, &[None, Some(net.config.num_classes)]),
+                tensor_info(FEATURES, &[None, Some(net.num_features())]),
+            ],
+            ..Default::default()
+        };
+        let meta = |k: &str, v: String| StringStringEntryProto {
+            key: k.into(),
+            value: v,
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+                ..Default::default()
+            }],
+            producer_name: "nasnet".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: MessageField::some(graph),
+            metadata_props: vec![meta(
+                "nasnet.architecture",
+                serde_json::to_string(&net.config).unwrap_or_default(),
+            )],
+            ..Default::default()
+        }
+    }
+}
+
+type Output = crate::model::Output<Value>;
+
+impl Graph for OnnxGraph {
+    type Value = Value;
+
+    fn chw(&self, x: &Value) -> Result<[usize; 3]> {
+        Self::shape(x)
+    }
+
+    fn conv2d(&mut self, x: &Value, weight: &Tensor, spec: ConvSpec) -> Result<Value> {
+        let [_, h, w] = Self::shape(x)?;
+        let (out, _, kh, kw) = weight.dims4()?;
+        let [pt, pl, pb, pr] = spec.pads;
+        let d = spec.dilation;
+        let oh = output_size(h, pt, pb, d * (kh - 1) + 1, spec.stride);
+        let ow = output_size(w, pl, pr, d * (kw - 1) + 1, spec.stride);
+        let wname = self.initializer("w", weight)?;
+        let attrs = vec![
+            attr_ints("kernel_shape", &[kh as i64, kw as i64]),
+            attr_ints("strides", &[spec.stride as i64; 2]),
+            attr_ints("dilations", &[d as i64; 2]),
+            attr_int("group", spec.groups as i64),
+            pads_attr(spec.pads),
+        ];
+        Ok(self.node(
+            "Conv",
+            vec![x.name.clone(), wname],
+            attrs,
+            Some([out, oh, ow]),
+        ))
+    }
+
+    fn batch_norm(&mut self, x: &Value, bn: &BatchNorm) -> Result<Value> {
+        let inputs = vec![
+            x.name.clone(),
+            self.initializer("bn_scale", &bn.weight)?,
+            self.initializer("bn_bias", &bn.bias)?,
+            self.initializer("bn_mean", &bn.running_mean)?,
+            self.initializer("bn_var", &bn.running_var)?,
+        ];
+        let attrs = vec![attr_float("epsilon", bn.eps as f32)];
+        Ok(self.node("BatchNormalization", inputs, attrs, x.chw))
+    }
+
+    fn relu(&mut self, x: &Value) -> Result<Value> {
+        Ok(self.node("Relu", vec![x.name.clone()], vec![], x.chw))
+    }
+
+    fn add(&mut self, a: &Value, b: &Value) -> Result<Value> {
+        if a.chw != b.chw {
+            return Err(Error::Build(format!("adding {:?} to {:?}", a.chw, b.chw)));
+        }
+        Ok(self.node("Add", vec![a.name.clone(), b.name.clone()], vec![], a.chw))
+    }
+
+    fn concat(&mut self, xs: &[Value]) -> Result<Value> {
+        let mut chw = Self::shape(&xs[0])?;
+        chw[0] = xs
+            .iter()
+            .map(|x| Self::shape(x).map(|s| s[0]))
+            .sum::<Result<usize>>()?;
+        let inputs = xs.iter().map(|x| x.name.clone()).collect();
+        Ok(self.node("Concat", inputs, vec![attr_int("axis", 1)], Some(chw)))
+    }
+
+    fn pool(&mut self, x: &Value, op: Pool) -> Result<Value> {
+        let [c, h, w] = Self::shape(x)?;
+        let [pt, pl, pb, pr] = op.pads;
+        let chw = [
+            c,
+            output_size(h, pt, pb, op.kernel, op.stride),
+            output_size(w, pl, pr, op.kernel, op.stride),
+        ];
+        let mut attrs = vec![
+            attr_ints("kernel_shape", &[op.kernel as i64; 2]),
+            attr_ints("strides", &[op.stride as i64; 2]),
+            pads_attr(op.pads),
+        ];
+        let kind = match op.kind {
+            PoolKind::Max => "MaxPool",
+            PoolKind::Avg => {
+                attrs.push(attr_int("count_include_pad", op.count_include_pad as i64));
+                "AveragePool"
+            }
+        };
+        Ok(self.node(kind, vec![x.name.clone()], attrs, Some(chw)))
+    }
+
+    fn crop_top_left(&mut self, x: &Value) -> Result<Value> {
+        let [c, h, w] = Self::shape(x)?;
+        let starts = self.int_initializer("starts", &[1, 1]);
+        let ends = self.int_initializer("ends", &[h as i64, w as i64]);
+        let axes = self.int_initializer("axes", &[2, 3]);
+        let inputs = vec![x.name.clone(), starts, ends, axes];
+        Ok(self.node("Slice", inputs, vec![], Some([c, h - 1, w - 1])))
+    }
+
+    fn global_avg_pool(&mut self, x: &Value) -> Result<Value> {
+        let pooled = self.node("GlobalAveragePool", vec![x.name.clone()], vec![], x.chw);
+        Ok(self.node(
+            "Flatten",
+            vec![pooled.name],
+            vec![attr_int("axis", 1)],
+            None,
+        ))
+    }
+
+    fn linear(&mut self, x: &Value, weight: &Tensor, bias: &Tensor) -> Result<Value> {
+        let inputs = vec![
+            x.name.clone(),
+            self.initializer("fc_w", weight)?,
+            self.initializer("fc_b", bias)?,
+        ];
+        Ok(self.node("Gemm", inputs, vec![attr_int("transB", 1)], None))
+    }
+
+    fn dropout(&mut self, x: &Value, _p: f64) -> Result<Value> {
+        Ok(x.clone())
+    }
+
+    fn drop_path(&mut self, x: &Value, _keep: f64) -> Result<Value> {
+        Ok(x.clone())
+    }
+}
+
+/// The network as an ONNX model.
+pub fn to_onnx(net: &NasNet) -> Result<ModelProto> {
+    let mut g = OnnxGraph::default();
+    let s = net.config.image_size;
+    let input = Value {
+        name: INPUT.into(),
+        chw: Some([3, s, s]),
+    };
+    let out = net.forward_graph(&mut g, &input)?;
+    let out = Output {
+        logits: out.logits,
+        features: out.features,
+        aux_logits: None,
+    };
+    Ok(g.into_model(net, out))
+}
+
+/// Serialized ONNX bytes.
+pub fn to_onnx_bytes(net: &NasNet) -> Result<Vec<u8>> {
+    to_onnx(net)?.write_to_bytes().map_err(Error::Serialize)
+}
+
+/// Node counts by operator, for inspection and tests.
+pub fn op_histogram(model: &ModelProto) -> HashMap<String, usize> {
+    let mut h = HashMap::new();
+    for n in &model.graph.node {
+        *h.entry(n.op_type.clone()).or_default() += 1;
+    }
+    h
+}
+
+/// Writes the ONNX model to `path` (through a temporary file and a rename).
+pub fn write_onnx(net: &NasNet, path: &Path) -> Result<()> {
+    let bytes = to_onnx_bytes(net)?;
+    let tmp = path.with_extension(format!("onnx.partial-{}", std::process::id()));
+    let io = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
