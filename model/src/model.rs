@@ -29,6 +29,76 @@ pub struct Node {
     pub endpoint: Option<String>,
 }
 
+/// The cells of a network as they are stacked: their shapes and TF's `cell_outputs` (the
+/// last two states, `None` standing for "no previous input").
+struct Stack<'a, 'v> {
+    config: &'a NetworkConfig,
+    vb: &'a VarBuilder<'v>,
+    /// Shapes of the states: the stem convolution's, then each node's.
+    shapes: Vec<Chw>,
+    history: Vec<Option<usize>>,
+    nodes: Vec<Node>,
+    /// Cells in the network, for the drop-path schedule.
+    total: f64,
+}
+
+impl Stack<'_, '_> {
+    /// The state before the current one (the next cell's previous input).
+    fn prev(&self) -> Option<usize> {
+        self.history[self.history.len() - 2]
+    }
+
+    /// The current state (the next cell's input).
+    fn current(&self) -> Option<usize> {
+        self.history.last().copied().flatten()
+    }
+
+    /// Adds cell `name` (normal or reduction) at filter `scaling`, reading the current state
+    /// and `prev`.
+    fn push(
+        &mut self,
+        name: String,
+        reduction: bool,
+        scaling: f64,
+        prev: Option<usize>,
+        endpoint: Option<String>,
+    ) -> Result<()> {
+        let config = self.config;
+        let input = self
+            .current()
+            .ok_or_else(|| Error::Build(format!("{name} has no input")))?;
+        let genotype = if reduction {
+            &config.genotype.reduction
+        } else {
+            &config.genotype.normal
+        };
+        let index = self.nodes.len() as f64;
+        let spec = CellSpec {
+            genotype,
+            reduction,
+            filters: config.scaled_filters(scaling),
+            input: self.shapes[input],
+            prev: prev.map(|p| self.shapes[p]),
+            pooling: config.pooling,
+            eps: config.bn_eps,
+            drop_path_keep: 1.0 - (index + 1.0) / self.total * (1.0 - config.drop_path_keep_prob),
+        };
+        if spec.filters == 0 {
+            return Err(Error::Build(format!("{name} would have no filters")));
+        }
+        let cell = Cell::new(&self.vb.pp(&name), name, spec)?;
+        self.shapes.push(cell.out_shape);
+        self.nodes.push(Node {
+            cell,
+            input,
+            prev,
+            endpoint,
+        });
+        self.history.push(Some(self.shapes.len() - 1));
+        Ok(())
+    }
+}
+
 /// The auxiliary classifier at two thirds of the depth (training only): ReLU, 5x5 stride-3
 /// average pool, 1x1 conv to 128 + BN, ReLU, conv to 768 over the remaining map + BN, ReLU,
 /// linear.
@@ -141,68 +211,22 @@ impl NasNet {
         };
         let conv0 = ConvBn::new(&vb.pp("conv0"), false, conv0.0, conv0.1)?;
 
-        let mut shapes: Vec<Chw> = vec![[stem_c, stem_hw, stem_hw]];
-        // TF's `cell_outputs`: the last two states, `None` standing for "no previous input".
-        let mut history: Vec<Option<usize>> = vec![None, Some(0)];
-        let mut nodes: Vec<Node> = vec![];
-        let mut cell_num = 0usize;
-        let total = config.total_num_cells() as f64;
-        let rate = config.filter_scaling_rate;
-
-        let mut push = |name: String,
-                        reduction: bool,
-                        scaling: f64,
-                        prev: Option<usize>,
-                        endpoint: Option<String>,
-                        history: &mut Vec<Option<usize>>,
-                        cell_num: &mut usize|
-         -> Result<()> {
-            let input = history.last().copied().flatten().expect("a current state");
-            let genotype = if reduction {
-                &config.genotype.reduction
-            } else {
-                &config.genotype.normal
-            };
-            let spec = CellSpec {
-                genotype,
-                reduction,
-                filters: config.scaled_filters(scaling),
-                input: shapes[input],
-                prev: prev.map(|p| shapes[p]),
-                pooling: config.pooling,
-                eps,
-                drop_path_keep: 1.0
-                    - (*cell_num as f64 + 1.0) / total * (1.0 - config.drop_path_keep_prob),
-            };
-            if spec.filters == 0 {
-                return Err(Error::Build(format!("{name} would have no filters")));
-            }
-            let cell = Cell::new(&vb.pp(&name), name, spec)?;
-            shapes.push(cell.out_shape);
-            nodes.push(Node {
-                cell,
-                input,
-                prev,
-                endpoint,
-            });
-            history.push(Some(shapes.len() - 1));
-            *cell_num += 1;
-            Ok(())
+        let mut stack = Stack {
+            config,
+            vb: &vb,
+            shapes: vec![[stem_c, stem_hw, stem_hw]],
+            history: vec![None, Some(0)],
+            nodes: vec![],
+            total: config.total_num_cells() as f64,
         };
-
+        let rate = config.filter_scaling_rate;
         if config.stem == Stem::Imagenet {
             let mut scaling = 1.0 / (rate * rate);
             for k in 0..2 {
-                let prev = history[history.len() - 2];
-                push(
-                    format!("cell_stem_{k}"),
-                    true,
-                    scaling,
-                    prev,
-                    None,
-                    &mut history,
-                    &mut cell_num,
-                )?;
+                let prev = stack.prev();
+                // The official code's "Stem" endpoint is the second stem cell's output.
+                let endpoint = (k == 1).then(|| "Stem".to_owned());
+                stack.push(format!("cell_stem_{k}"), true, scaling, prev, endpoint)?;
                 scaling *= rate;
             }
         }
@@ -212,38 +236,22 @@ impl NasNet {
         let mut scaling = 1.0;
         let mut aux_input = None;
         for i in 0..3 * n {
-            let mut prev = history[history.len() - 2];
+            let mut prev = stack.prev();
             if let Some(k) = reductions.iter().position(|&r| r == i) {
                 scaling *= rate;
-                let p = history[history.len() - 2];
                 let endpoint = Some(format!("Reduction_Cell_{k}"));
-                push(
-                    format!("reduction_cell_{k}"),
-                    true,
-                    scaling,
-                    p,
-                    endpoint,
-                    &mut history,
-                    &mut cell_num,
-                )?;
+                stack.push(format!("reduction_cell_{k}"), true, scaling, prev, endpoint)?;
                 if !config.skip_reduction_layer_input {
-                    prev = history[history.len() - 2];
+                    prev = stack.prev();
                 }
             }
             let endpoint = Some(format!("Cell_{i}"));
-            push(
-                format!("cell_{i}"),
-                false,
-                scaling,
-                prev,
-                endpoint,
-                &mut history,
-                &mut cell_num,
-            )?;
+            stack.push(format!("cell_{i}"), false, scaling, prev, endpoint)?;
             if i + 1 == reductions[1] {
-                aux_input = history.last().copied().flatten();
+                aux_input = stack.current();
             }
         }
+        let Stack { shapes, nodes, .. } = stack;
         let last = *shapes.last().expect("at least one cell");
         let aux_head = match (config.aux_head, aux_input) {
             (true, Some(s)) => Some(AuxHead::new(
@@ -280,9 +288,6 @@ impl NasNet {
         for node in &self.nodes {
             let prev = node.prev.map(|p| &states[p]);
             let y = node.cell.forward(g, &states[node.input], prev)?;
-            if node.cell.name == "cell_stem_1" {
-                g.endpoint("Stem", &y);
-            }
             if let Some(e) = &node.endpoint {
                 g.endpoint(e, &y);
             }

@@ -125,11 +125,11 @@ pub struct Options {
 
 enum Engine {
     #[cfg(feature = "tract")]
-    Tract(engine::tract::TractEngine),
+    Tract(Box<engine::tract::TractEngine>),
     #[cfg(feature = "ort")]
     Ort(engine::onnxruntime::OrtEngine),
     #[cfg(feature = "candle")]
-    Candle(engine::candle::CandleEngine),
+    Candle(Box<engine::candle::CandleEngine>),
 }
 
 /// A model directory opened on a backend. Safe to share between threads.
@@ -170,7 +170,7 @@ impl Model {
         let engine = match (opts.backend, opts.device) {
             #[cfg(feature = "tract")]
             (Backend::Tract, Device::Cpu) => {
-                Engine::Tract(engine::tract::TractEngine::open(&onnx()?, size)?)
+                Engine::Tract(Box::new(engine::tract::TractEngine::open(&onnx()?, size)?))
             }
             #[cfg(not(feature = "tract"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),
@@ -191,7 +191,7 @@ impl Model {
             #[cfg(feature = "candle")]
             (Backend::Candle, device) => {
                 required(dir, WEIGHTS_FILE, "the candle backend runs the weights")?;
-                Engine::Candle(engine::candle::CandleEngine::open(dir, device)?)
+                Engine::Candle(Box::new(engine::candle::CandleEngine::open(dir, device)?))
             }
             #[cfg(not(feature = "candle"))]
             (Backend::Candle, _) => {

@@ -9,6 +9,7 @@
 //! `adjust_bn_<id>` is the factorized reduction's batch norm in cells that have
 //! `adjust_conv_1_<id>`, the previous-input projection's otherwise.
 
+use nasnet_core::space::{Genotype, Op};
 use std::collections::HashSet;
 
 use candle_core::{Device, Tensor};
@@ -120,16 +121,30 @@ fn cell(block: &str, cells: usize) -> Result<String, KerasError> {
     })
 }
 
-fn branch(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "normal_left1" | "reduction_left1" => "comb_iter_0_left",
-        "normal_right1" | "reduction_right1" => "comb_iter_0_right",
-        "normal_left2" => "comb_iter_1_left",
-        "normal_right2" | "reduction_right2" => "comb_iter_1_right",
-        "reduction_right3" => "comb_iter_2_right",
-        "normal_left5" | "reduction_left4" => "comb_iter_4_left",
-        _ => return None,
-    })
+/// The branch (`comb_iter_B_SIDE`) a Keras separable-convolution name (`normal_left1`,
+/// `reduction_right3`, ...) belongs to, derived from NASNet-A's one description
+/// ([`Genotype::nasnet_a`]): Keras names block `B`'s branches `{kind}_{side}{B + 1}`, except
+/// that its reduction cell calls block 4's `left4` (it has no `left5`).
+fn branch(name: &str) -> Option<String> {
+    let g = Genotype::nasnet_a();
+    for (kind, cell) in [("normal", &g.normal), ("reduction", &g.reduction)] {
+        for (b, block) in cell.blocks.iter().enumerate() {
+            for (side, op) in ["left", "right"].into_iter().zip(block.ops) {
+                if !matches!(op, Op::SepConv3x3 | Op::SepConv5x5 | Op::SepConv7x7) {
+                    continue;
+                }
+                let k = if kind == "reduction" && b == 4 {
+                    4
+                } else {
+                    b + 1
+                };
+                if name == format!("{kind}_{side}{k}") {
+                    return Some(format!("comb_iter_{b}_{side}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The canonical key of a Keras weight.
@@ -277,6 +292,32 @@ mod tests {
         assert_eq!(cell("reduce_12", 6).unwrap(), "reduction_cell_1");
         assert!(cell("13", 4).is_err());
         assert!(cell("reduce_5", 4).is_err());
+    }
+
+    #[test]
+    fn keras_branch_names_follow_the_genotype() {
+        for (keras, ours) in [
+            ("normal_left1", "comb_iter_0_left"),
+            ("normal_right1", "comb_iter_0_right"),
+            ("normal_left2", "comb_iter_1_left"),
+            ("normal_right2", "comb_iter_1_right"),
+            ("normal_left5", "comb_iter_4_left"),
+            ("reduction_left1", "comb_iter_0_left"),
+            ("reduction_right1", "comb_iter_0_right"),
+            ("reduction_right2", "comb_iter_1_right"),
+            ("reduction_right3", "comb_iter_2_right"),
+            ("reduction_left4", "comb_iter_4_left"),
+        ] {
+            assert_eq!(branch(keras).as_deref(), Some(ours), "{keras}");
+        }
+        for unknown in [
+            "normal_left3",
+            "normal_right5",
+            "reduction_left2",
+            "reduction_left5",
+        ] {
+            assert_eq!(branch(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

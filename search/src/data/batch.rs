@@ -1,16 +1,10 @@
 //! Batches: augmentation (random crop, flip, cutout) and normalization into tensors.
 
-
-use std::io::Read;
-use std::path::{Path, PathBuf};
-
 use candle_core::{Device, Tensor};
-use nasnet_core::meta::{Interpolation, Preprocessing};
 
 use crate::rng::Rng;
 
-
-use super::{Dataset, Result};
+use super::Dataset;
 
 /// Random crop after zero padding, horizontal flip, cutout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,4 +89,3 @@ impl Batcher {
         Ok((x, y))
     }
 }
-

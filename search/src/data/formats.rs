@@ -1,16 +1,11 @@
 //! The file formats: MNIST / Fashion-MNIST IDX, CIFAR-10 binary, image folders.
 
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use nasnet_core::meta::{Interpolation, Preprocessing};
 
-use crate::rng::Rng;
-
-
-use super::{CIFAR_CLASSES, Dataset, Result, Split, invalid, io};
+use super::{CIFAR_CLASSES, DataError, Dataset, Result, Split, invalid, io};
 
 fn read_all(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = std::fs::read(path).map_err(io(path))?;
@@ -226,4 +221,3 @@ pub(super) fn folder(dir: &Path, size: usize) -> Result<Dataset> {
         classes,
     })
 }
-

@@ -3,14 +3,11 @@
 //! the augmentations of the paper's CIFAR recipe (random crop with padding, horizontal flip,
 //! cutout) and a seeded validation split.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use nasnet_core::meta::{Interpolation, Preprocessing};
 
 use crate::rng::Rng;
-
 
 mod batch;
 mod formats;
@@ -245,6 +242,7 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn toy(n: usize) -> Dataset {
         Dataset {

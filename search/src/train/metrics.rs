@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-
 use super::{Result, TrainError, io};
 
 /// One row of `metrics.csv`.

@@ -8,7 +8,6 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rayon::prelude::*;
 
-
 use super::config::{Optimizer, TrainConfig, TrainState, Trainable, cosine_lr};
 use super::metrics::{EpochMetrics, Event, StepReport, append_metrics};
 use super::{Result, TrainError};
