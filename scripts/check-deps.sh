@@ -12,7 +12,8 @@ fail=0
 deps() {
   local p=$1
   shift
-  cargo tree --locked -q -p "$p" -e normal --prefix none "$@" | sed 's/ v[0-9].*//' | sort -u
+  # The first line is the package itself.
+  cargo tree --locked -q -p "$p" -e normal --prefix none "$@" | tail -n +2 | sed 's/ v[0-9].*//' | sort -u
 }
 # refuse PACKAGE PATTERN WHY [cargo tree options]
 refuse() {
@@ -34,7 +35,7 @@ refuse nasnet-runtime "$candle|nasnet-model" "the runtime pulls Candle only with
 refuse nasnet-model "nasnet-runtime|nasnet-zoo|nasnet-search|nasnet-fetch|tokio|redis|reqwest" "the network knows nothing of serving, downloads or training"
 refuse nasnet-zoo "nasnet-search|nasnet-queue|nasnet-runtime|redis" "the zoo needs the network, not training or search"
 refuse nasnet-search "nasnet-runtime|nasnet-zoo|hf-hub|reqwest" "training reads data, it does not serve or download models"
-refuse nasnet-queue "hf-hub|hdf5-pure|zip|nasnet-zoo" "the queue does not depend on the model download stack"
+refuse nasnet-queue "hf-hub|hdf5-pure|nasnet-zoo" "the queue does not depend on the model download stack"
 refuse nasnet "$candle|hf-hub|nasnet-search" "the facade's tract-only build" --no-default-features --features tract
 refuse nasnet-bindings "$candle|ort|ort-sys|nasnet-model" "the mobile C library is tract only" --no-default-features --features tract
 # And the positive side: the features do bring what they name.
