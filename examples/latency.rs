@@ -1,12 +1,12 @@
 //! Times one backend on a model directory and prints a JSON line; used by
 //! `benches/compare/compare.py` to put nasnet beside ONNX Runtime's Python package and PyTorch.
 //!
-//! `cargo run --release --example latency -- DIR tract|ort|candle BATCH RUNS [THREADS]`
+//! `cargo run --release --example latency -- DIR tract|ort|candle BATCH RUNS [THREADS|-] [DEVICE]`
 
 use std::time::Instant;
 
 use anyhow::Context;
-use nasnet::runtime::{Backend, Model, Options};
+use nasnet::runtime::{Backend, Device, Model, Options};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -16,48 +16,40 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, backend, batch, runs, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: latency DIR tract|ort|candle BATCH RUNS [THREADS]");
+        anyhow::bail!("usage: latency DIR tract|ort|candle BATCH RUNS [THREADS] [DEVICE]");
     };
     let dir = std::path::Path::new(dir);
     let batch: usize = batch.parse().context("BATCH")?;
     let runs: usize = runs.parse().context("RUNS")?;
     let threads: Option<usize> = rest
         .first()
+        .filter(|t| *t != "-")
         .map(|t| t.parse())
         .transpose()
         .context("THREADS")?;
-    let meta = nasnet::ModelMeta::load(dir)?;
-    let s = meta.preprocessing.crop;
+    let device = match rest.get(1) {
+        Some(d) => d.parse().map_err(anyhow::Error::msg)?,
+        None => Device::Cpu,
+    };
+    let backend: Backend = backend.parse().map_err(anyhow::Error::msg)?;
+    let model = Model::open(
+        dir,
+        Options {
+            backend,
+            device,
+            threads,
+        },
+    )?;
+    let s = model.input_size();
     let input = nasnet_model::init::synthetic_input(batch, s)?;
     let data: Vec<f32> = input.flatten_all()?.to_vec1()?;
-    let mut times = vec![];
-    let mut run: Box<dyn FnMut() -> anyhow::Result<()>> = if backend == "candle" {
-        let (_, net) = nasnet_model::load_model_dir(dir, &candle_core::Device::Cpu)?;
-        Box::new(move || {
-            net.forward(&input)?;
-            Ok(())
-        })
-    } else {
-        let backend: Backend = backend.parse().map_err(anyhow::Error::msg)?;
-        let model = Model::open(
-            dir,
-            Options {
-                backend,
-                threads,
-                ..Default::default()
-            },
-        )?;
-        Box::new(move || {
-            model.run(&data, batch)?;
-            Ok(())
-        })
-    };
     for _ in 0..3 {
-        run()?;
+        model.run(&data, batch)?;
     }
+    let mut times = vec![];
     for _ in 0..runs {
         let t = Instant::now();
-        run()?;
+        model.run(&data, batch)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let ms = median(times);

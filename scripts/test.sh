@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh
-RUSTDOCFLAGS="-D missing_docs -D warnings" cargo doc --locked --no-deps -p nasnet -p nasnet-runtime
+RUSTDOCFLAGS="-D missing_docs -D warnings" cargo doc --release --locked --no-deps -p nasnet -p nasnet-runtime
 NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace
 # The examples of the one-call API, on a small synthetic model.
 examples=$(mktemp -d)
@@ -17,3 +17,9 @@ trap 'rm -rf "$examples"' EXIT
 cargo run --release --locked -q --example classify -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
 cargo run --release --locked -q --example embed -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
 ./scripts/test-bindings.sh
+# The CUDA build compiles here, without a GPU: the compiler set from PyPI (scripts/cuda-env.sh),
+# then a type check of the binary and of the CUDA tests with the feature on.
+(
+  . scripts/cuda-env.sh
+  cargo check --release --locked -p nasnet-cli -p nasnet-model --features nasnet-cli/cuda,nasnet-model/cuda --all-targets
+)

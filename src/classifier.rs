@@ -40,8 +40,6 @@ pub struct Classifier {
     model: Model,
 }
 
-const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
-
 impl Classifier {
     /// The zoo model `id` (`ID` or `ID@VERSION`, e.g. `nasnet-a-mobile`), pulled into the
     /// cache on first use, on the default backend.
@@ -119,12 +117,7 @@ impl Classifier {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                    })
-            })
+            .filter(|p| p.is_file() && nasnet_core::preprocess::has_image_extension(p))
             .collect();
         files.sort();
         Ok(files

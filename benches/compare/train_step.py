@@ -2,7 +2,7 @@
 side): times one training step of NASNet-A with the CIFAR stem in PyTorch eager on the CPU.
 
 The network is rebuilt op for op from this repository's definition (core/src/config.rs
-`NetworkConfig::nasnet_a_cifar`, core/src/space.rs `Genotype::nasnet_a`, search/src/model.rs,
+`NetworkConfig::nasnet_a_cifar`, core/src/space.rs `Genotype::nasnet_a`, model/src/model.rs,
 cell.rs, layers.rs): 3x3 SAME stem with 3 F filters and BN, N normal cells per stage, reduction
 cells before stages 2 and 3 (filter scaling 2, `skip_reduction_layer_input` false), TF SAME
 padding including the asymmetric stride-2 case, stride-2 average pools that exclude padding
@@ -13,7 +13,7 @@ dropout (0 in the preset), linear. Module names equal the Rust state-dict keys, 
 count (and the key set) can be checked against the Rust network (`nasnet export --format
 safetensors` rejects any missing, extra or misshapen key).
 
-The step mirrors search/src/train.rs `Trainer::step` with `TrainConfig::default()`: batch-norm in
+The step mirrors search/src/train/trainer.rs `Trainer::step` with `TrainConfig::default()`: batch-norm in
 training mode (momentum 0.1), cross-entropy plus 0.4 x the auxiliary loss, backward, global
 gradient-norm clipping to 5, weight decay 5e-4 on conv/linear weights, SGD with Nesterov momentum
 0.9 (lr 0.025; the cosine schedule is left out: it changes a scalar, not the work).
@@ -211,7 +211,7 @@ class Cell(nn.Module):
     def drop_path(self, x, keep):
         if not self.training or keep >= 1.0:
             return x
-        mask = torch.rand(x.shape[0], 1, 1, 1) < keep
+        mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < keep
         return x * (mask.to(x.dtype) / keep)
 
     def forward(self, x, prev, progress):
@@ -305,12 +305,14 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--progress", type=float, default=0.5,
                    help="training progress for the drop-path schedule (0 turns it off)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = NasNetCifar(a.cells, a.filters, a.image_size, a.classes).train()
+    dev = torch.device(a.device)
+    net = NasNetCifar(a.cells, a.filters, a.image_size, a.classes).train().to(dev)
     net.progress = a.progress
     params = sum(t.numel() for t in net.parameters())
     decay = [t for t in net.parameters() if t.dim() > 1]
@@ -318,8 +320,9 @@ def main():
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
                            {"params": no_decay, "weight_decay": 0.0}],
                           lr=0.025, momentum=0.9, nesterov=True)
-    x = torch.randn(a.batch, 3, a.image_size, a.image_size)
-    y = torch.randint(0, a.classes, (a.batch,))
+    x = torch.randn(a.batch, 3, a.image_size, a.image_size, device=dev)
+    y = torch.randint(0, a.classes, (a.batch,), device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
         logits, aux = net(x)
@@ -330,6 +333,7 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
+        sync()
 
     for _ in range(3):
         step()

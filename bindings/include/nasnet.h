@@ -90,7 +90,8 @@ typedef struct NasnetOptions {
    */
   int32_t device;
   /**
-   * Intra-op threads (ONNX Runtime); 0: the backend decides.
+   * Threads one run may use (tract's pool, ONNX Runtime's intra-op threads); 0: every
+   * core for tract, ONNX Runtime's own choice.
    */
   uint32_t threads;
 } NasnetOptions;

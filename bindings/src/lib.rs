@@ -64,7 +64,8 @@ pub struct NasnetOptions {
     pub backend: NasnetBackend,
     /// -1: CPU; N >= 0: CUDA device N (ONNX Runtime only).
     pub device: i32,
-    /// Intra-op threads (ONNX Runtime); 0: the backend decides.
+    /// Threads one run may use (tract's pool, ONNX Runtime's intra-op threads); 0: every
+    /// core for tract, ONNX Runtime's own choice.
     pub threads: u32,
 }
 

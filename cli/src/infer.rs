@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Tensor};
+use nasnet_runtime::preprocess::has_image_extension;
 use nasnet_runtime::{Model, Options, Outputs};
 
 /// The engine a command runs on.
@@ -52,10 +53,12 @@ pub enum Input {
     Npy(PathBuf),
 }
 
-const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "npy"];
+fn is_npy(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+}
 
 fn input_of(p: PathBuf) -> Input {
-    if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+    if is_npy(&p) {
         Input::Npy(p)
     } else {
         Input::Image(p)
@@ -70,12 +73,7 @@ pub fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(a)
                 .with_context(|| format!("{}: cannot list directory", a.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                            IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-                        })
-                })
+                .filter(|p| p.is_file() && (has_image_extension(p) || is_npy(p)))
                 .collect();
             files.sort();
             out.extend(files.into_iter().map(input_of));

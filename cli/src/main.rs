@@ -121,7 +121,7 @@ struct RunArgs {
     /// Images per inference batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Intra-op threads for ONNX Runtime.
+    /// Threads per run: tract's pool (default: every core) or ONNX Runtime's intra-op threads.
     #[arg(long)]
     threads: Option<usize>,
     /// Images, directories of images, glob patterns, or float32 NCHW `.npy` batches.

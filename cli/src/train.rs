@@ -422,6 +422,7 @@ pub struct EvalArgs {
     device: String,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Threads per run: tract's pool (default: every core) or ONNX Runtime's intra-op threads.
     #[arg(long)]
     threads: Option<usize>,
     /// Print `{"top1": ..., "top5": ..., "count": ...}`.

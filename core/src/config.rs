@@ -54,8 +54,11 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// Every preset, largest first.
     pub const ALL: [Preset; 3] = [Preset::Large, Preset::Mobile, Preset::Cifar];
 
+    /// The preset's identifier (`nasnet-a-large`, `nasnet-a-mobile`, `nasnet-a-cifar`), also
+    /// its serde name.
     pub fn name(self) -> &'static str {
         match self {
             Preset::Large => "nasnet-a-large",
@@ -64,10 +67,12 @@ impl Preset {
         }
     }
 
+    /// The preset whose [`name`](Self::name) is `name`, if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
+    /// The preset's network configuration.
     pub fn config(self) -> NetworkConfig {
         match self {
             Preset::Large => NetworkConfig::nasnet_a_large(),
@@ -86,20 +91,27 @@ impl std::fmt::Display for Preset {
 /// Everything needed to build a network (its weights aside).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkConfig {
+    /// The normal and reduction cells.
     pub genotype: Genotype,
+    /// The layers in front of the first cell.
     pub stem: Stem,
     /// N: normal cells per stage (three stages).
     pub cells: usize,
     /// F: filters of the first stage's cells.
     pub filters: usize,
+    /// Scales the stem convolution's filters (see [`Stem`] and
+    /// [`stem_filters`](Self::stem_filters)).
     pub stem_multiplier: f64,
+    /// Factor the filter count grows by at each reduction cell (2 in every preset).
     pub filter_scaling_rate: f64,
     /// The first normal cell after a reduction takes, as its previous input, the state from
     /// before the reduction cell's input (TF `skip_reduction_layer_input`).
     pub skip_reduction_layer_input: bool,
+    /// Output classes of the classifier (and of the auxiliary head).
     pub num_classes: usize,
     /// Square input resolution the network is configured for.
     pub image_size: usize,
+    /// Border rule of the stride-2 average pools.
     pub pooling: PoolingRule,
     /// Auxiliary classifier at two thirds of the depth (training only).
     pub aux_head: bool,
@@ -107,26 +119,46 @@ pub struct NetworkConfig {
     pub dropout: f64,
     /// ScheduledDropPath final keep probability (1.0 = off; training only).
     pub drop_path_keep_prob: f64,
+    /// Epsilon of every batch norm (TF-slim: 1e-3 for ImageNet, 1e-5 for CIFAR).
     pub bn_eps: f64,
 }
 
 /// A configuration that cannot be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    /// The genotype is invalid.
     #[error(transparent)]
     Genotype(#[from] GenotypeError),
+    /// The named size (cells, filters, classes, image size, stem filters) is zero.
     #[error("{0} must be positive")]
     Zero(&'static str),
+    /// A cell whose factorized reduction would split an odd number of filters.
     #[error("{cell} has {filters} filters: a factorized reduction needs an even count")]
-    OddReduction { cell: String, filters: usize },
+    OddReduction {
+        /// The cell's name, its state-dict prefix (`cell_stem_0`, `reduction_cell_1`, ...).
+        cell: String,
+        /// Its filter count.
+        filters: usize,
+    },
+    /// The input resolution is below what the stem and reductions need.
     #[error(
         "image size {size} is too small for this network (the stem and two reductions need at least {min} px)"
     )]
-    ImageTooSmall { size: usize, min: usize },
+    ImageTooSmall {
+        /// The configured image size, in pixels.
+        size: usize,
+        /// The smallest size the stem allows, in pixels.
+        min: usize,
+    },
+    /// A probability outside its allowed range.
     #[error("{name} = {value} is out of range {range}")]
     OutOfRange {
+        /// The field, e.g. `dropout`.
         name: &'static str,
+        /// The offending value (for `drop_path_keep_prob`, the drop probability
+        /// `1 - drop_path_keep_prob`).
         value: f64,
+        /// The allowed range, written out, e.g. `[0, 1)`.
         range: &'static str,
     },
 }

@@ -42,19 +42,29 @@ pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FsError + '_ {
     }
 }
 
-/// The lowercase hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String> {
+/// Feeds a file to `update` in 1 MiB chunks (for digests).
+pub fn for_each_chunk(path: &Path, mut update: impl FnMut(&[u8])) -> Result<()> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).map_err(io(path))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        h.update(&buf[..n]);
+        update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The lowercase hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    for_each_chunk(path, |c| h.update(c))?;
+    Ok(hex(&h.finalize()))
 }
 
 /// Removes a directory when dropped, unless disarmed.

@@ -5,6 +5,8 @@
 //! generator every random choice uses, and, with the `image` feature, image decoding and the
 //! evaluation transform.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod config;
 pub mod fsutil;

@@ -9,9 +9,11 @@ use crate::config::NetworkConfig;
 
 /// Current version of the `model.json` layout.
 pub const FORMAT_VERSION: u32 = 1;
-/// File names inside a model directory.
+/// Name of the metadata file ([`ModelMeta`]) inside a model directory.
 pub const META_FILE: &str = "model.json";
+/// Name of the weights file: safetensors under the PyTorch state-dict names.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the ONNX export (inputs and outputs named by the `ONNX_*` constants).
 pub const ONNX_FILE: &str = "model.onnx";
 /// The ONNX model's input: `[N, 3, S, S]` float32, preprocessed as [`Preprocessing`] says.
 pub const ONNX_INPUT: &str = "image";
@@ -24,7 +26,9 @@ pub const ONNX_FEATURES: &str = "features";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Interpolation {
+    /// Bilinear (triangle) filter, as Cadene's `TransformImage`.
     Bilinear,
+    /// Bicubic (Catmull-Rom) filter, as timm's eval transform.
     Bicubic,
 }
 
@@ -32,10 +36,15 @@ pub enum Interpolation {
 /// side to `resize`, center-crop `crop x crop`, scale to [0, 1], then `(x - mean) / std`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
+    /// Length the shorter side is resized to, in pixels.
     pub resize: usize,
+    /// Side of the square center crop, in pixels (the network's input size).
     pub crop: usize,
+    /// Resampling filter of the resize.
     pub interpolation: Interpolation,
+    /// Per-channel (RGB) mean subtracted after scaling to [0, 1].
     pub mean: [f32; 3],
+    /// Per-channel (RGB) standard deviation divided by after subtracting `mean`.
     pub std: [f32; 3],
 }
 
@@ -64,7 +73,9 @@ impl Preprocessing {
 /// A file and its sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileDigest {
+    /// The file's name (no directory), or a description for a source that is no file.
     pub file: String,
+    /// Lowercase hex sha256 of its content; empty when not (yet) computed.
     pub sha256: String,
 }
 
@@ -73,19 +84,24 @@ pub struct FileDigest {
 pub struct Provenance {
     /// The upstream layout the importer read (`timm`, `cadene`, `keras`, `nasnet`).
     pub format: String,
+    /// The upstream weights file the model was imported from.
     pub source: FileDigest,
 }
 
 /// The content of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
+    /// Version of the `model.json` layout ([`FORMAT_VERSION`] when written).
     pub format_version: u32,
     /// A human-readable model name, e.g. `nasnet-a-mobile`.
     pub name: String,
+    /// The network the weights belong to.
     pub architecture: NetworkConfig,
+    /// The evaluation transform inputs must go through.
     pub preprocessing: Preprocessing,
     /// One label per class, in class-index order.
     pub labels: Vec<String>,
+    /// Where the weights came from; `None` for synthetic weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
     /// The weights file in the same directory.
@@ -95,15 +111,30 @@ pub struct ModelMeta {
 /// A `model.json` that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The file cannot be read.
     #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
+    Io {
+        /// The `model.json` path.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The file is not JSON of the `model.json` layout.
     #[error("{path}: not a valid model.json: {error}")]
     Parse {
+        /// The `model.json` path.
         path: String,
+        /// The JSON error.
         error: serde_json::Error,
     },
+    /// The content parses but fails [`ModelMeta::check`].
     #[error("{path}: {problem}")]
-    Invalid { path: String, problem: String },
+    Invalid {
+        /// The `model.json` path.
+        path: String,
+        /// What is inconsistent.
+        problem: String,
+    },
 }
 
 impl ModelMeta {
@@ -158,6 +189,7 @@ impl ModelMeta {
         Ok(())
     }
 
+    /// The metadata as pretty-printed JSON, the content of `model.json`.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("model metadata always serializes")
     }

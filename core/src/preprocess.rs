@@ -8,20 +8,43 @@ use crate::meta::{Interpolation, Preprocessing};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
+/// File extensions (lowercase) of the image formats this build decodes.
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
+
+/// Whether `path` names an image file by its extension (any case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// An image that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// The file cannot be opened or read.
     #[error("{path}: {error}")]
-    Io { path: String, error: std::io::Error },
+    Io {
+        /// The image file.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The format is unknown or the content is corrupt.
     #[error("{path}: cannot decode image: {error}")]
     Decode {
+        /// The image file.
         path: String,
+        /// The decoder's error.
         error: image::ImageError,
     },
+    /// The image decodes to zero pixels.
     #[error("{path}: image is empty ({width}x{height})")]
     Empty {
+        /// The image file.
         path: String,
+        /// Decoded width, in pixels.
         width: u32,
+        /// Decoded height, in pixels.
         height: u32,
     },
 }

@@ -4,12 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A SplitMix64 generator; serializes as its state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
+    /// The whole state: advanced by a fixed increment on every draw.
     pub state: u64,
 }
 
 impl Rng {
+    /// A generator whose state is `seed`.
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
@@ -21,6 +24,7 @@ impl Rng {
         r
     }
 
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
@@ -39,6 +43,7 @@ impl Rng {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
+    /// Shuffles `v` in place (Fisher-Yates), every permutation equally likely.
     pub fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             let j = self.below(i + 1);

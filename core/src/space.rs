@@ -23,23 +23,31 @@ pub enum Op {
     /// 3x3 convolution with dilation 2.
     #[serde(rename = "dil_conv_3x3")]
     DilConv3x3,
+    /// 3x3 average pooling.
     #[serde(rename = "avg_pool_3x3")]
     AvgPool3x3,
+    /// 3x3 max pooling.
     #[serde(rename = "max_pool_3x3")]
     MaxPool3x3,
+    /// 5x5 max pooling.
     #[serde(rename = "max_pool_5x5")]
     MaxPool5x5,
+    /// 7x7 max pooling.
     #[serde(rename = "max_pool_7x7")]
     MaxPool7x7,
+    /// 1x1 convolution.
     #[serde(rename = "conv_1x1")]
     Conv1x1,
+    /// 3x3 convolution.
     #[serde(rename = "conv_3x3")]
     Conv3x3,
     /// Depthwise-separable 3x3 convolution, applied twice (`separable_3x3_2`).
     #[serde(rename = "sep_conv_3x3")]
     SepConv3x3,
+    /// Depthwise-separable 5x5 convolution, applied twice (`separable_5x5_2`).
     #[serde(rename = "sep_conv_5x5")]
     SepConv5x5,
+    /// Depthwise-separable 7x7 convolution, applied twice (`separable_7x7_2`).
     #[serde(rename = "sep_conv_7x7")]
     SepConv7x7,
 }
@@ -114,6 +122,7 @@ pub struct Block {
     pub inputs: [usize; 2],
     /// Operations of the two branches (`left`, `right`).
     pub ops: [Op; 2],
+    /// How the two branches merge (addition when absent from JSON).
     #[serde(default)]
     pub combine: Combine,
 }
@@ -128,48 +137,71 @@ pub enum Concat {
     Rule(ConcatRule),
 }
 
+/// A rule choosing a cell's output states from its blocks (JSON: a string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConcatRule {
+    /// Every state that no block consumes (`"unused"`).
     Unused,
 }
 
 /// A cell genotype: its blocks and its output rule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CellGenotype {
+    /// The blocks in order; block `b`'s output is hidden state `2 + b`.
     pub blocks: Vec<Block>,
+    /// The hidden states concatenated into the cell's output.
     pub concat: Concat,
 }
 
 /// A normal and a reduction cell: a point of the search space.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Genotype {
+    /// The cell that keeps the resolution.
     pub normal: CellGenotype,
+    /// The cell that halves the resolution (stride 2 on the ops reading the cell's inputs).
     pub reduction: CellGenotype,
 }
 
 /// A genotype that cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GenotypeError {
+    /// A cell without blocks.
     #[error("{cell} cell has no blocks")]
-    Empty { cell: &'static str },
+    Empty {
+        /// `normal` or `reduction`.
+        cell: &'static str,
+    },
+    /// A block reads its own output, a later block's, or a state past the last.
     #[error(
         "{cell} cell, block {block}: input {input} refers to a state that does not exist yet (valid: 0..={max})"
     )]
     BadInput {
+        /// `normal` or `reduction`.
         cell: &'static str,
+        /// Index of the block.
         block: usize,
+        /// The state index it reads.
         input: usize,
+        /// The largest state index the block may read (`block + 1`).
         max: usize,
     },
+    /// The output lists a state past the last.
     #[error("{cell} cell: output state {state} does not exist (valid: 0..={max})")]
     BadConcat {
+        /// `normal` or `reduction`.
         cell: &'static str,
+        /// The listed state index.
         state: usize,
+        /// The last state index (`blocks + 1`).
         max: usize,
     },
+    /// The output selects no state.
     #[error("{cell} cell: the output concatenates no state")]
-    EmptyConcat { cell: &'static str },
+    EmptyConcat {
+        /// `normal` or `reduction`.
+        cell: &'static str,
+    },
 }
 
 impl CellGenotype {
@@ -326,15 +358,18 @@ impl Genotype {
         }
     }
 
+    /// Checks both cells (see [`CellGenotype::validate`]).
     pub fn validate(&self) -> Result<(), GenotypeError> {
         self.normal.validate("normal")?;
         self.reduction.validate("reduction")
     }
 
+    /// The genotype as pretty-printed JSON (operations by [`Op::name`]).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a genotype always serializes")
     }
 
+    /// Parses a genotype written by [`to_json`](Self::to_json) (no validation).
     pub fn from_json(s: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(s)
     }

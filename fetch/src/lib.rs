@@ -3,7 +3,7 @@
 //! complete. Used by the zoo for model weights and by the queue for datasets; it knows nothing
 //! of either.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use md5::Digest as _;
@@ -164,15 +164,7 @@ pub fn download_checked(
 
 /// The lowercase hex md5 of a file (some upstream weights publish only that).
 pub fn md5_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
     let mut h = md5::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    nasnet_core::fsutil::for_each_chunk(path, |c| h.update(c))?;
+    Ok(nasnet_core::fsutil::hex(&h.finalize()))
 }

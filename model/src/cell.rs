@@ -24,16 +24,23 @@ pub enum PrevInput {
 /// Brings a concatenated state to the cell's output shape (TF `_combine_unused_states`).
 #[derive(Debug, Clone)]
 pub enum StateFix {
+    /// Channels differ: 1x1 conv and BN, no ReLU (`reduction_{i}.conv`, `reduction_{i}.bn`).
     Project(ConvBn),
+    /// Resolution differs: factorized reduction of the raw state, no ReLU
+    /// (`reduction_{i}.path_1`, `reduction_{i}.path_2`, `reduction_{i}.final_path_bn`).
     Reduce(FactorizedReduction),
 }
 
 /// One block: two branches and how they combine.
 #[derive(Debug, Clone)]
 pub struct CellBlock {
+    /// Hidden-state indices the left and right branches read.
     pub inputs: [usize; 2],
+    /// The left operation (`comb_iter_{b}_left`).
     pub left: Branch,
+    /// The right operation (`comb_iter_{b}_right`).
     pub right: Branch,
+    /// Addition, or concatenation along channels.
     pub combine: Combine,
 }
 
@@ -41,30 +48,48 @@ pub struct CellBlock {
 /// reduction, and `comb_iter_{b}_{left,right}`.
 #[derive(Debug, Clone)]
 pub struct Cell {
+    /// The cell's state-dict prefix (`cell_stem_0`, `reduction_cell_1`, `cell_5`, ...).
     pub name: String,
+    /// ReLU, 1x1 conv, BN on the current input: hidden state 0.
     pub conv_1x1: ConvBn,
+    /// How the previous input becomes hidden state 1.
     pub prev: PrevInput,
+    /// The blocks in order; block `b` produces hidden state `2 + b`.
     pub blocks: Vec<CellBlock>,
+    /// The states concatenated into the output, in order, each with the fix that brings it to
+    /// the last block's shape, if it needs one.
     pub outputs: Vec<(usize, Option<StateFix>)>,
     /// Final drop-path keep probability at this depth (before the time schedule).
     pub drop_path_keep: f64,
+    /// Shape of the cell's output.
     pub out_shape: Chw,
 }
 
 /// What a cell is built from, besides its weights.
 #[derive(Debug, Clone, Copy)]
 pub struct CellSpec<'a> {
+    /// The blocks and output rule.
     pub genotype: &'a CellGenotype,
+    /// Whether ops reading the cell's inputs use stride 2.
     pub reduction: bool,
+    /// The cell's width F: channels of every hidden state (twice that for concatenating
+    /// blocks).
     pub filters: usize,
+    /// Shape of the current input.
     pub input: Chw,
+    /// Shape of the previous input; `None` when there is none (the current input is reused).
     pub prev: Option<Chw>,
+    /// Border rule of stride-2 average pools.
     pub pooling: PoolingRule,
+    /// Batch-norm epsilon.
     pub eps: f64,
+    /// Final drop-path keep probability at this depth (before the time schedule).
     pub drop_path_keep: f64,
 }
 
 impl Cell {
+    /// Builds cell `name` from `spec`, reading its weights from `vb` (already under the cell's
+    /// prefix); fails when the shapes do not fit together.
     pub fn new(vb: &VarBuilder, name: String, spec: CellSpec) -> Result<Self> {
         let f = spec.filters;
         let eps = spec.eps;

@@ -1,3 +1,5 @@
+//! The crate's error type and result alias.
+
 use std::path::PathBuf;
 
 use nasnet_core::ConfigError;

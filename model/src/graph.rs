@@ -14,16 +14,22 @@ use crate::ops::{BatchNorm, ConvSpec, Pool};
 /// A backend that evaluates (or records) the network's operations on values of type `Value`,
 /// each of shape `[N, C, H, W]` (or `[N, C]` after global pooling).
 pub trait Graph {
+    /// A value of the graph: a tensor being computed, or a name being recorded.
     type Value: Clone;
 
     /// Channels, height and width of a `[N, C, H, W]` value.
     fn chw(&self, x: &Self::Value) -> Result<[usize; 3]>;
+    /// 2-D convolution without bias; `weight` is `[out, in / groups, kh, kw]`.
     fn conv2d(&mut self, x: &Self::Value, weight: &Tensor, spec: ConvSpec) -> Result<Self::Value>;
+    /// Batch norm over channels (running statistics in inference, the batch's in training).
     fn batch_norm(&mut self, x: &Self::Value, bn: &BatchNorm) -> Result<Self::Value>;
+    /// Element-wise `max(x, 0)`.
     fn relu(&mut self, x: &Self::Value) -> Result<Self::Value>;
+    /// Element-wise sum of two values of the same shape.
     fn add(&mut self, a: &Self::Value, b: &Self::Value) -> Result<Self::Value>;
     /// Concatenation along channels.
     fn concat(&mut self, xs: &[Self::Value]) -> Result<Self::Value>;
+    /// Max or average pooling with explicit padding.
     fn pool(&mut self, x: &Self::Value, op: Pool) -> Result<Self::Value>;
     /// `x[:, :, 1:, 1:]`.
     fn crop_top_left(&mut self, x: &Self::Value) -> Result<Self::Value>;

@@ -76,6 +76,7 @@ pub fn synthetic_input(n: usize, size: usize) -> Result<Tensor> {
 /// the tensors given in `overrides` (e.g. calibrated batch-norm statistics).
 #[derive(Debug, Default)]
 pub struct SyntheticWeights {
+    /// Tensors returned instead of synthetic values, by state-dict name.
     pub overrides: HashMap<String, Tensor>,
 }
 

@@ -29,21 +29,30 @@ pub fn same_pads(hw: [usize; 2], kernel: [usize; 2], stride: usize, dilation: us
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Padding {
+    /// TF "SAME": output `ceil(n / stride)`, the odd pixel of padding at the end
+    /// ([`same_pads`]).
     Same,
+    /// No padding.
     Valid,
 }
 
 /// A bias-free 2-D convolution (key `weight`).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    /// `[out, in / groups, kh, kw]`.
     pub weight: Tensor,
+    /// Step between windows, in both dimensions.
     pub stride: usize,
+    /// Spacing between kernel taps (1: dense).
     pub dilation: usize,
+    /// Channel groups (`in` for a depthwise convolution).
     pub groups: usize,
+    /// How the input is padded.
     pub padding: Padding,
 }
 
 impl Conv2d {
+    /// Reads `weight` (`[out_c, in_c / groups, kernel[0], kernel[1]]`) from `vb`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         vb: &VarBuilder,
@@ -70,6 +79,7 @@ impl Conv2d {
         Self::new(vb, in_c, out_c, [1, 1], stride, 1, 1, Padding::Valid)
     }
 
+    /// Convolves `x` (`[N, in, H, W]`), padding it as [`Conv2d::padding`] says.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let [_, h, w] = g.chw(x)?;
         let (_, _, kh, kw) = self.weight.dims4()?;
@@ -90,12 +100,16 @@ impl Conv2d {
 /// Optional ReLU, convolution, batch norm (keys `conv`, `bn`).
 #[derive(Debug, Clone)]
 pub struct ConvBn {
+    /// Whether a ReLU precedes the convolution.
     pub relu: bool,
+    /// The convolution (key `conv`).
     pub conv: Conv2d,
+    /// Batch norm over the convolution's output channels (key `bn`).
     pub bn: BatchNorm,
 }
 
 impl ConvBn {
+    /// Wraps `conv`, reading the batch norm from `vb` under `bn`.
     pub fn new(vb: &VarBuilder, relu: bool, conv: Conv2d, eps: f64) -> Result<Self> {
         let c = conv.weight.dim(0)?;
         Ok(Self {
@@ -117,6 +131,7 @@ impl ConvBn {
         Self::new(vb, true, conv, eps)
     }
 
+    /// Optional ReLU, convolution, batch norm.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let x = if self.relu { g.relu(x)? } else { x.clone() };
         let x = self.conv.forward(g, &x)?;
@@ -128,11 +143,15 @@ impl ConvBn {
 /// (keys `depthwise_conv2d`, `pointwise_conv2d`).
 #[derive(Debug, Clone)]
 pub struct SeparableConv {
+    /// `k x k` depthwise convolution (`groups = in`) with the stride, SAME padding.
     pub depthwise_conv2d: Conv2d,
+    /// 1x1 convolution from `in` to `out` channels.
     pub pointwise_conv2d: Conv2d,
 }
 
 impl SeparableConv {
+    /// Reads both convolutions from `vb`: a `k x k` depthwise one with `stride`, then a 1x1
+    /// one from `in_c` to `out_c` channels.
     pub fn new(
         vb: &VarBuilder,
         in_c: usize,
@@ -155,6 +174,7 @@ impl SeparableConv {
         })
     }
 
+    /// Depthwise then pointwise convolution.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let x = self.depthwise_conv2d.forward(g, x)?;
         self.pointwise_conv2d.forward(g, &x)
@@ -165,13 +185,18 @@ impl SeparableConv {
 /// (timm/Cadene `BranchSeparables`; the first pointwise maps straight to the cell's width).
 #[derive(Debug, Clone)]
 pub struct BranchSeparables {
+    /// First separable convolution, `in -> out` channels, with the branch's stride.
     pub separable_1: SeparableConv,
+    /// Batch norm after `separable_1`.
     pub bn_sep_1: BatchNorm,
+    /// Second separable convolution, `out -> out` channels, stride 1.
     pub separable_2: SeparableConv,
+    /// Batch norm after `separable_2`.
     pub bn_sep_2: BatchNorm,
 }
 
 impl BranchSeparables {
+    /// Reads the two `k x k` separable convolutions and their batch norms from `vb`.
     pub fn new(
         vb: &VarBuilder,
         in_c: usize,
@@ -188,6 +213,7 @@ impl BranchSeparables {
         })
     }
 
+    /// ReLU, `separable_1`, `bn_sep_1`, ReLU, `separable_2`, `bn_sep_2`.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let x = g.relu(x)?;
         let x = self.separable_1.forward(g, &x)?;
@@ -203,12 +229,16 @@ impl BranchSeparables {
 /// (keys `path_1.conv`, `path_2.conv`, `final_path_bn`, at the owner's level).
 #[derive(Debug, Clone)]
 pub struct FactorizedReduction {
+    /// Stride-2 1x1 convolution to `out / 2` channels on the input as is.
     pub path_1: Conv2d,
+    /// Stride-2 1x1 convolution to `out / 2` channels on the input shifted by one pixel.
     pub path_2: Conv2d,
+    /// Batch norm over the concatenated `out` channels (`path_1`'s half first).
     pub final_path_bn: BatchNorm,
 }
 
 impl FactorizedReduction {
+    /// Reads both paths (`in_c -> out_c / 2` channels each) and the batch norm from `vb`.
     pub fn new(vb: &VarBuilder, in_c: usize, out_c: usize, eps: f64) -> Result<Self> {
         let half = out_c / 2;
         Ok(Self {
@@ -245,11 +275,14 @@ impl FactorizedReduction {
 /// A fully connected layer with bias (keys `weight`, `bias`).
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// `[out, in]`.
     pub weight: Tensor,
+    /// `[out]`.
     pub bias: Tensor,
 }
 
 impl Linear {
+    /// Reads `weight` (`[out_c, in_c]`) and `bias` (`[out_c]`) from `vb`.
     pub fn new(vb: &VarBuilder, in_c: usize, out_c: usize) -> Result<Self> {
         Ok(Self {
             weight: vb.get((out_c, in_c), "weight")?,
@@ -257,6 +290,7 @@ impl Linear {
         })
     }
 
+    /// `x [N, in] -> [N, out]`.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         g.linear(x, &self.weight, &self.bias)
     }
@@ -266,17 +300,25 @@ impl Linear {
 /// modules). Parameter-free operations have no keys.
 #[derive(Debug, Clone)]
 pub enum Branch {
+    /// The input unchanged (stride 1, same channels).
     Identity,
     /// Identity across a stride or channel change: ReLU, 1x1 conv, BN (keys `conv`, `bn`).
     Project(ConvBn),
     /// A pooling window, followed by a 1x1 conv and BN when channels change.
     Pool {
+        /// Max or average.
         kind: PoolKind,
+        /// Square window size.
         kernel: usize,
+        /// The branch's stride (2 on a reduction cell's inputs).
         stride: usize,
+        /// Average pools: divide by the full window, padding included ([`PoolingRule::Timm`]
+        /// at stride 2).
         count_include_pad: bool,
+        /// 1x1 conv and BN, no ReLU, to the cell's width (keys `conv`, `bn`).
         project: Option<ConvBn>,
     },
+    /// A `sep_conv_KxK` operation.
     Separable(BranchSeparables),
     /// Plain convolutions (`conv_1x1`, `conv_3x3`, dilated, and the factorized 1xk/kx1 pair
     /// as `conv_1`, `conv_2`).
@@ -357,6 +399,7 @@ impl Branch {
         !matches!(self, Branch::Identity | Branch::Project(_))
     }
 
+    /// Applies the operation; pools pad TF "SAME".
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         match self {
             Branch::Identity => Ok(x.clone()),

@@ -15,6 +15,8 @@
 //!
 //! It knows nothing of training loops, search, downloads or serving.
 
+#![warn(missing_docs)]
+
 pub mod candle_graph;
 pub mod cell;
 pub mod dir;

@@ -21,7 +21,9 @@ use crate::{Error, Result};
 /// is the stem convolution's output and state `i + 1` is node `i`'s output).
 #[derive(Debug, Clone)]
 pub struct Node {
+    /// The cell.
     pub cell: Cell,
+    /// State index of the cell's current input.
     pub input: usize,
     /// `None`: the cell has no previous input and uses its current input.
     pub prev: Option<usize>,
@@ -104,10 +106,14 @@ impl Stack<'_, '_> {
 /// linear.
 #[derive(Debug, Clone)]
 pub struct AuxHead {
-    /// Output of this node feeds the head.
+    /// Index of the state that feeds the head (state `i + 1` is node `i`'s output).
     pub after: usize,
+    /// 1x1 conv to 128 channels and BN, after the pool (`aux_head.conv_1`).
     pub conv_1: ConvBn,
+    /// ReLU, conv to 768 channels over the whole remaining map (VALID) and BN
+    /// (`aux_head.conv_2`).
     pub conv_2: ConvBn,
+    /// The auxiliary classifier, 768 to `classes` (`aux_head.last_linear`).
     pub last_linear: Linear,
 }
 
@@ -133,6 +139,7 @@ impl AuxHead {
         })
     }
 
+    /// Auxiliary logits `[N, classes]` from `x`, the state [`after`](Self::after) indexes.
     pub fn forward<G: Graph>(&self, g: &mut G, x: &G::Value) -> Result<G::Value> {
         let x = g.relu(x)?;
         let pool = Pool {
@@ -165,12 +172,15 @@ pub struct Output<V> {
 /// A NASNet network for any genotype and configuration.
 #[derive(Debug, Clone)]
 pub struct NasNet {
+    /// The configuration the network was built from.
     pub config: NetworkConfig,
     /// Stem convolution and BN (no ReLU).
     pub conv0: ConvBn,
     /// Stem cells and body cells, in execution order.
     pub nodes: Vec<Node>,
+    /// The auxiliary head, when the configuration has one.
     pub aux_head: Option<AuxHead>,
+    /// The classifier, pooled features (`24 F` for NASNet-A) to `num_classes` (`last_linear`).
     pub last_linear: Linear,
 }
 

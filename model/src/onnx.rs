@@ -37,7 +37,9 @@ pub use nasnet_core::meta::{
 /// A value in the graph being recorded: its name and, for 4-D values, `[C, H, W]`.
 #[derive(Debug, Clone)]
 pub struct Value {
+    /// The ONNX value name (a node output, an initializer or the graph input).
     pub name: String,
+    /// `[C, H, W]` of a 4-D value; `None` after global pooling.
     pub chw: Option<[usize; 3]>,
 }
 

@@ -13,9 +13,13 @@ pub type Pads = [usize; 4];
 /// A convolution's geometry; the weight is `[out, in / groups, kh, kw]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvSpec {
+    /// Step between windows, in both dimensions.
     pub stride: usize,
+    /// Spacing between kernel taps (1: dense).
     pub dilation: usize,
+    /// Zero padding around the input.
     pub pads: Pads,
+    /// Channel groups (`C` for a depthwise convolution).
     pub groups: usize,
 }
 
@@ -53,10 +57,15 @@ pub struct Pool {
 /// Batch norm (keys `weight`, `bias`, `running_mean`, `running_var`).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
+    /// Scale (gamma), `[C]`.
     pub weight: Tensor,
+    /// Shift (beta), `[C]`.
     pub bias: Tensor,
+    /// Running mean, `[C]`, used in inference.
     pub running_mean: Tensor,
+    /// Running (unbiased) variance, `[C]`, used in inference.
     pub running_var: Tensor,
+    /// Added to the variance before the square root.
     pub eps: f64,
     /// The whole running-statistics tensors and this batch norm's first channel in them, where
     /// training writes updated statistics (a [`BatchNorm::narrow`] view updates its slice).
@@ -64,6 +73,8 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// Reads the four `[c]` tensors from `vb` (keys `weight`, `bias`, `running_mean`,
+    /// `running_var`).
     pub fn new(vb: &VarBuilder, c: usize, eps: f64) -> Result<Self> {
         let running_mean = vb.get(c, "running_mean")?;
         let running_var = vb.get(c, "running_var")?;

@@ -38,7 +38,7 @@ use nasnet_core::meta::{ModelMeta, ONNX_FILE, WEIGHTS_FILE};
 pub use engine::candle::candle_device;
 pub use engine::ort_library;
 #[cfg(feature = "tract")]
-pub use engine::tract::optimized_ops;
+pub use engine::tract::{optimized_ops, profile_ops};
 pub use error::{Cause, Error, ErrorCode, Result};
 pub use nasnet_core::cache::nasnet_home;
 pub use nasnet_core::preprocess::{self, ImageError, decode, load_image, preprocess};
@@ -119,7 +119,9 @@ pub struct Options {
     pub backend: Backend,
     /// The device.
     pub device: Device,
-    /// Intra-op threads (ONNX Runtime); `None` lets the backend decide.
+    /// Threads one run may use: tract's pool, ONNX Runtime's intra-op threads. `None`: tract
+    /// uses every core the process may use, ONNX Runtime decides for itself; Candle always
+    /// uses its own pool.
     pub threads: Option<usize>,
 }
 
@@ -169,9 +171,9 @@ impl Model {
         };
         let engine = match (opts.backend, opts.device) {
             #[cfg(feature = "tract")]
-            (Backend::Tract, Device::Cpu) => {
-                Engine::Tract(Box::new(engine::tract::TractEngine::open(&onnx()?, size)?))
-            }
+            (Backend::Tract, Device::Cpu) => Engine::Tract(Box::new(
+                engine::tract::TractEngine::open(&onnx()?, size, opts.threads)?,
+            )),
             #[cfg(not(feature = "tract"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),
             (Backend::Tract, Device::Cuda(_)) => {

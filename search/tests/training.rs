@@ -11,6 +11,7 @@ use nasnet_search::data::{Augment, Batcher, Dataset};
 use nasnet_search::train::{
     self, EpochMetrics, FitOptions, Optimizer, TrainConfig, Trainer, initial_weights,
 };
+use nasnet_testsupport::max_abs_diff_dicts;
 
 /// A tiny NASNet-A with every training-time feature on: aux head, drop-path, dropout.
 fn tiny_config() -> NetworkConfig {
@@ -84,25 +85,6 @@ fn trainer(c: &TrainConfig) -> Trainer {
     let config = tiny_config();
     let w = initial_weights(&config, 5).unwrap();
     Trainer::new(&config, w, c.clone(), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f32;
-    for (k, t) in a {
-        let d = (t - &b[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        worst = worst.max(d);
-    }
-    worst
 }
 
 fn metric_columns(dir: &Path) -> Vec<(usize, usize, String, String, String)> {
@@ -189,12 +171,12 @@ fn a_resumed_run_ends_with_the_same_weights() {
         assert_eq!(a.state.step, 8);
         assert_eq!(b2.state.step, 8);
         let (wa, wb) = (a.state_dict().unwrap(), b2.state_dict().unwrap());
-        assert_eq!(max_abs_diff(&wa, &wb), 0.0, "{what}");
+        assert_eq!(max_abs_diff_dicts(&wa, &wb), 0.0, "{what}");
         assert_eq!(a.state.rng, b2.state.rng);
         assert_eq!(metric_columns(whole.path()), metric_columns(split.path()));
         // Training moved the weights and the batch-norm statistics.
         let w0 = initial_weights(&tiny_config(), 5).unwrap();
-        assert!(max_abs_diff(&wa, &w0) > 1e-3);
+        assert!(max_abs_diff_dicts(&wa, &w0) > 1e-3);
         let rm = &wa["conv0.bn.running_mean"];
         assert!(
             rm.abs()
@@ -282,9 +264,9 @@ fn replicas_average_the_gradients_of_the_batch_parts() {
             (name.clone(), t)
         })
         .collect();
-    let worst = max_abs_diff(&w, &expected);
+    let worst = max_abs_diff_dicts(&w, &expected);
     assert!(worst < 1e-5, "largest difference {worst}");
-    assert!(max_abs_diff(&w, &w0) > 1e-3, "the step moved nothing");
+    assert!(max_abs_diff_dicts(&w, &w0) > 1e-3, "the step moved nothing");
 }
 
 #[test]

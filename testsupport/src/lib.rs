@@ -118,6 +118,24 @@ pub fn upstream_keys(text: &str) -> BTreeMap<String, Vec<usize>> {
         .collect()
 }
 
+/// A deterministic `[N, C, H, W]` tensor of values in `[-1, 1)` that differ from pixel to
+/// pixel (`seed` shifts the pattern).
+pub fn ramp(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let v: Vec<f32> = (0..n as u64)
+        .map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// The largest absolute difference between two state dicts with the same keys.
+pub fn max_abs_diff_dicts(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .map(|(k, t)| max_abs_diff(t, &b[k]))
+        .fold(0f32, f32::max)
+}
+
 /// A preset narrowed for fast tests: `filters`, `stem_multiplier` and `classes` replaced.
 pub fn small(
     preset: Preset,

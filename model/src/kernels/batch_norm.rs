@@ -50,6 +50,7 @@ impl CustomOp1 for ChannelStats {
 /// the batch's statistics; its backward pass is one kernel too.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchNormTrain {
+    /// Added to the batch variance before the square root.
     pub eps: f64,
 }
 

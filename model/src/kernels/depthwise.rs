@@ -10,8 +10,11 @@ use crate::ops::output_size;
 /// Depthwise 2-D convolution: `x [N, C, H, W]`, `w [C, 1, KH, KW]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Depthwise {
+    /// Step between windows, in both dimensions.
     pub stride: usize,
+    /// Spacing between kernel taps (1: dense).
     pub dilation: usize,
+    /// Zero padding: top, left, bottom, right.
     pub pads: Pads,
 }
 

@@ -7,8 +7,8 @@
 //! per-channel loop, and differentiable for every kernel and stride — checked against the
 //! kernels, values and gradients, in the tests below.
 //!
-//! Layout: [`depthwise`], [`pool`] and [`batch_norm`] hold the CPU kernels with their backward
-//! passes; [`generic`] holds the compositions of candle primitives used on other devices, and
+//! Layout: `depthwise`, `pool` and `batch_norm` hold the CPU kernels with their backward
+//! passes; `generic` holds the compositions of candle primitives used on other devices, and
 //! the dispatchers that pick one or the other.
 
 mod batch_norm;

@@ -4,28 +4,7 @@ use super::*;
 use candle_core::{DType, Device, Tensor};
 
 use super::generic::{depthwise_generic, pool_generic};
-
-fn ramp(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let v: Vec<f32> = (0..n as u64)
-        .map(|i| (((i * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
+use nasnet_testsupport::{max_abs_diff, ramp};
 
 #[test]
 fn depthwise_matches_grouped_conv() {
@@ -50,9 +29,15 @@ fn depthwise_matches_grouped_conv() {
             .unwrap()
             .conv2d(&w, 0, s, d, 3)
             .unwrap();
-        assert!(max_diff(&fast, &grouped) < 1e-5, "h={h} k={k} s={s} d={d}");
+        assert!(
+            max_abs_diff(&fast, &grouped) < 1e-5,
+            "h={h} k={k} s={s} d={d}"
+        );
         let generic = depthwise_generic(&x, &w, op).unwrap();
-        assert!(max_diff(&fast, &generic) < 1e-5, "h={h} k={k} s={s} d={d}");
+        assert!(
+            max_abs_diff(&fast, &generic) < 1e-5,
+            "h={h} k={k} s={s} d={d}"
+        );
     }
 }
 
@@ -76,7 +61,7 @@ fn pools_match_the_fallback() {
                 let fast = x.apply_op1_no_bwd(&op).unwrap();
                 let slow = pool_generic(&x, op).unwrap();
                 assert!(
-                    max_diff(&fast, &slow) < 1e-6,
+                    max_abs_diff(&fast, &slow) < 1e-6,
                     "{kind:?} {count_include_pad} h={h}"
                 );
             }
@@ -214,7 +199,7 @@ fn training_batch_norm_matches_finite_differences_and_the_fallback() {
         .unwrap()
         .broadcast_add(&b.reshape((1, 2, 1, 1)).unwrap())
         .unwrap();
-    assert!(max_diff(&y, &want) < 1e-5);
+    assert!(max_abs_diff(&y, &want) < 1e-5);
     let s = stats.to_vec2::<f32>().unwrap();
     let m = mean.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let v = var.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -288,7 +273,10 @@ fn the_fallbacks_train_like_the_kernels() {
         let a = grads(&|x, w| depthwise_conv2d(x, w, op).unwrap(), &x, &w);
         let b = grads(&|x, w| depthwise_generic(x, w, op).unwrap(), &x, &w);
         for (p, q) in [(&a.0, &b.0), (&a.1, &b.1), (&a.2, &b.2)] {
-            assert!(max_diff(p, q) < 1e-4, "depthwise h={h} k={k} s={s} d={d}");
+            assert!(
+                max_abs_diff(p, q) < 1e-4,
+                "depthwise h={h} k={k} s={s} d={d}"
+            );
         }
     }
     for kind in [PoolKind::Max, PoolKind::Avg] {
@@ -315,9 +303,12 @@ fn the_fallbacks_train_like_the_kernels() {
                 let none = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
                 let a = grads(&|x, _| pool2d(x, op).unwrap(), &x, &none);
                 let b = grads(&|x, _| pool_generic(x, op).unwrap(), &x, &none);
-                assert!(max_diff(&a.0, &b.0) < 1e-5, "{kind:?} h={h} k={k} s={s}");
                 assert!(
-                    max_diff(&a.1, &b.1) < 1e-5,
+                    max_abs_diff(&a.0, &b.0) < 1e-5,
+                    "{kind:?} h={h} k={k} s={s}"
+                );
+                assert!(
+                    max_abs_diff(&a.1, &b.1) < 1e-5,
                     "{kind:?} grad h={h} k={k} s={s}"
                 );
             }

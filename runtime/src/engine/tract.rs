@@ -1,7 +1,9 @@
-//! The tract backend: pure Rust, CPU; one optimized plan per batch size.
+//! The tract backend: pure Rust, CPU; one optimized plan per batch size, run on a pool of
+//! the requested number of threads (tract-linalg's multithreaded matrix products).
 
 use std::sync::Arc;
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use super::*;
@@ -13,6 +15,19 @@ pub struct TractEngine {
     plans: std::sync::Mutex<std::collections::HashMap<usize, Arc<TypedRunnableModel>>>,
     size: usize,
     path: std::path::PathBuf,
+    executor: Executor,
+}
+
+/// The executor for `threads` threads (`None`: every core the process may use).
+fn executor(threads: Option<usize>) -> Executor {
+    let n = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    if n <= 1 {
+        Executor::SingleThread
+    } else {
+        Executor::multithread_with_name(n, "nasnet-tract")
+    }
 }
 
 /// What tract makes of an ONNX file for a batch of one: operator names and counts of the
@@ -34,7 +49,7 @@ pub fn optimized_ops(
 }
 
 impl TractEngine {
-    pub(crate) fn open(onnx: &Path, size: usize) -> Result<Self> {
+    pub(crate) fn open(onnx: &Path, size: usize, threads: Option<usize>) -> Result<Self> {
         let model = tract_onnx::onnx()
             .model_for_path(onnx)
             .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
@@ -43,6 +58,7 @@ impl TractEngine {
             plans: Default::default(),
             size,
             path: onnx.to_path_buf(),
+            executor: executor(threads),
         };
         engine.plan(1)?;
         Ok(engine)
@@ -72,9 +88,8 @@ impl TractEngine {
         let s = self.size;
         let x = Tensor::from_shape(&[batch, 3, s, s], input)
             .map_err(|e| backend_err("tract", None, e))?;
-        let out = self
-            .plan(batch)?
-            .run(tvec!(x.into()))
+        let plan = self.plan(batch)?;
+        let out = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(x.into())))
             .map_err(|e| backend_err("tract", None, e))?;
         let vec = |t: &TValue| -> Result<Vec<f32>> {
             Ok(t.to_plain_array_view::<f32>()
@@ -88,4 +103,45 @@ impl TractEngine {
             features: vec(&out[1])?,
         })
     }
+}
+
+/// Where a tract run spends its time: for each operator of the optimized plan for `batch`
+/// images, its name, the number of nodes and the total milliseconds over `runs` runs on
+/// `threads` threads, slowest first. A diagnostic for performance work.
+pub fn profile_ops(
+    onnx: &Path,
+    size: usize,
+    batch: usize,
+    threads: Option<usize>,
+    runs: usize,
+) -> Result<Vec<(String, usize, f64)>> {
+    let engine = TractEngine::open(onnx, size, threads)?;
+    let plan = engine.plan(batch)?;
+    let input: Tensor =
+        Tensor::zero::<f32>(&[batch, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
+    let mut totals: std::collections::HashMap<String, (std::collections::HashSet<usize>, f64)> =
+        Default::default();
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)
+        .map_err(|e| backend_err("tract", None, e))?;
+    for run in 0..=runs {
+        multithread_tract_scope(engine.executor.clone(), || {
+            state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
+                let t = std::time::Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                if run > 0 {
+                    let e = totals.entry(node.op().name().to_string()).or_default();
+                    e.0.insert(node.id);
+                    e.1 += t.elapsed().as_secs_f64() * 1e3;
+                }
+                out
+            })
+        })
+        .map_err(|e| backend_err("tract", None, e))?;
+    }
+    let mut v: Vec<(String, usize, f64)> = totals
+        .into_iter()
+        .map(|(name, (nodes, ms))| (name, nodes.len(), ms / runs.max(1) as f64))
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(v)
 }

@@ -147,10 +147,6 @@ pub(super) fn cifar10(dir: &Path, split: Split) -> Result<Dataset> {
     })
 }
 
-const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "webp", "bmp", "gif", "JPG", "JPEG", "PNG",
-];
-
 /// Image files with their class index.
 pub type LabelledFiles = Vec<(PathBuf, u32)>;
 
@@ -174,11 +170,7 @@ pub fn folder_files(dir: &Path) -> Result<(Vec<String>, LabelledFiles)> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(&sub)
             .map_err(io(&sub))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
-            })
+            .filter(|p| nasnet_core::preprocess::has_image_extension(p))
             .collect();
         found.sort();
         files.extend(found.into_iter().map(|p| (p, label as u32)));
