@@ -204,6 +204,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{g}: {e}"))?;
     }
     let out = &args.output;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // One writer per run directory, until the command ends.
+    let _lock = nasnet_core::fsutil::Lock::try_dir(out)?;
     if out.join("checkpoints").exists() && !args.resume {
         bail!(
             "{}: already holds a run (use --resume to continue it, or another directory)",

@@ -511,3 +511,94 @@ fn export_writes_onnx_and_safetensors() {
     assert_eq!(a.len(), b.len());
     assert!(a.keys().all(|k| b.contains_key(k)));
 }
+
+/// The CRC-32 of PNG chunks (ISO 3309), bit by bit: enough for a test file.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// A PNG whose header declares `side x side` pixels (a decompression bomb needs no more).
+fn png_declaring(side: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        c.extend_from_slice(&body);
+        c.extend_from_slice(&crc32(&body).to_be_bytes());
+        c
+    };
+    let mut ihdr = side.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&side.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn bombs_and_truncated_photos_are_errors_and_the_rest_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    ok(&nasnet().run(&[
+        "synthetic",
+        "--arch",
+        "nasnet-a-mobile",
+        "--filters",
+        "8",
+        "--stem-multiplier",
+        "0.25",
+        "-o",
+        model.to_str().unwrap(),
+    ]));
+    let photo = fixture("../images/chelsea.jpg");
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &std::fs::read(&photo).unwrap()[..2000]).unwrap();
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, png_declaring(100_000)).unwrap();
+    let out = nasnet().run(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        cut.to_str().unwrap(),
+        photo.to_str().unwrap(),
+        bomb.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].contains("cut.jpg") && lines[0].contains("truncated"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("bomb.png")
+            && lines[1].contains("too large")
+            && lines[1].contains("32768"),
+        "{err}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the good photo still runs: {stdout}"
+    );
+    assert!(stdout.contains("chelsea.jpg"));
+}

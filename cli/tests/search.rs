@@ -233,3 +233,46 @@ fn bad_search_and_eval_requests_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_second_search_on_a_busy_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "search",
+        "--strategy",
+        "random",
+        "--dataset",
+        "synthetic:120",
+        "--budget",
+        "16",
+        "--workers",
+        "1",
+        "--quiet",
+        "-o",
+        d,
+    ];
+    let mut first = nasnet().command().args(args).spawn().unwrap();
+    let t0 = Instant::now();
+    while results(&dir).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let second = nasnet().command().args(&resume).output().unwrap();
+    let e = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(d) && e.contains(&format!("process {}", first.id())),
+        "names the directory and the holder: {e}"
+    );
+    assert!(first.wait().unwrap().success());
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for (id, _) in results(&dir) {
+        *count.entry(id).or_default() += 1;
+    }
+    assert_eq!(count.len(), 16);
+    assert!(count.values().all(|&n| n == 1), "a child recorded twice");
+}

@@ -201,6 +201,14 @@ fn runs_stop_and_resume_and_refuse_to_overwrite() {
         .collect::<Vec<_>>();
     let e = nasnet().fails_with_status_2(&other);
     assert!(e.contains("other training settings"), "{e}");
+    // While another process writes the run, a resume is refused at once, naming it.
+    let held = nasnet_core::fsutil::Lock::try_dir(&run).unwrap();
+    let e = nasnet().fails_with_status_2(&resume);
+    assert!(
+        e.contains(run_s) && e.contains(&format!("process {}", std::process::id())),
+        "{e}"
+    );
+    drop(held);
     ok(&nasnet().run(&resume));
     assert!(run.join("model.json").is_file());
     // The same run without interruption ends with the same weights.

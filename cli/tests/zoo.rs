@@ -47,6 +47,8 @@ impl Env {
             .env_remove("HF_HUB_CACHE")
             .env_remove("NASNET_REGISTRY")
             .env_remove("HF_TOKEN")
+            // One retry after a short wait keeps the fault tests quick.
+            .env("NASNET_HTTP_RETRIES", "1")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -328,17 +330,22 @@ fn cache_offline_checksum_truncation_and_overrides() {
     assert!(!home.join("downloads/bad.pth").exists());
     assert!(!home.join("models/bad-sum").join("1.0.0").exists());
 
-    // Truncated transfer: an error, and no file that later counts as complete.
+    // Truncated transfer: an error after the retries, and no file that later counts as
+    // complete (only the hidden `.partial` a later pull resumes, and its lock).
     let e = env.fails(&["pull", "cut", "--registry", reg]);
-    assert!(e.contains("cut.pth") && e.contains("bytes"), "{e}");
+    assert!(
+        e.contains("cut.pth") && e.contains("bytes") && e.contains("2 attempts"),
+        "{e}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(home.join("downloads"))
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
         leftovers
             .iter()
-            .all(|n| !n.to_string_lossy().contains("cut")),
+            .filter(|n| n.contains("cut"))
+            .all(|n| n == ".cut.pth.partial" || n == ".cut.pth.lock"),
         "{leftovers:?}"
     );
     let e = env.fails(&["pull", "cut", "--registry", reg, "--offline"]);
@@ -374,4 +381,47 @@ fn hub_downloads_are_cached_by_hf_hub() {
         env.dir.path().join("hf").exists(),
         "hf-hub's cache under HF_HOME"
     );
+}
+
+#[test]
+fn concurrent_pulls_of_one_model_download_once_and_both_succeed() {
+    let env = Env::new();
+    let mobile = small(Preset::Mobile, 8, 0.25, 10);
+    let bytes = std::fs::read(fixture("mobile_small_legacy.pth")).unwrap();
+    let url = env
+        .server
+        .route("/files/shared.pth", Route::File(bytes.clone()));
+    let registry = env.registry(json!([entry(
+        "shared",
+        &mobile,
+        json!({"url": [url], "sha256": sha256(&bytes), "format": "cadene"})
+    )]));
+    let reg = registry.to_str().unwrap();
+    let pulls: Vec<_> = (0..3)
+        .map(|_| {
+            env.cli()
+                .command()
+                .args(["pull", "shared", "--registry", reg])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in pulls {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let gets = env
+        .server
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET /files/shared.pth"))
+        .count();
+    assert_eq!(gets, 1, "{:?}", env.server.log());
+    let dir = env.dir.path().join("home/models/shared/1.0.0");
+    assert!(dir.join("model.json").exists() && dir.join("model.onnx").exists());
 }

@@ -121,6 +121,102 @@ pub fn write_dir_atomically<E: From<FsError>>(
     Ok(out.to_path_buf())
 }
 
+/// An advisory lock that makes one process the only writer of a directory (a search, a
+/// training run) or of a cache entry. It is the operating system's file lock on a `.lock`
+/// file that records the holder's pid: released when the value drops or the process dies, so
+/// a lock left by a killed process is taken over at once.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+/// Why a lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another live process holds it.
+    #[error("{}: in use by process {pid} (only one process may write there at a time)", dir.display())]
+    Busy {
+        /// What is locked.
+        dir: PathBuf,
+        /// The holder's pid, as it recorded it (`?` when unreadable).
+        pid: String,
+    },
+    /// The lock file cannot be created or locked.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+fn lock_file(lock: &Path) -> Result<std::fs::File> {
+    if let Some(parent) = lock.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)
+        .map_err(io(lock))
+}
+
+fn record_pid(file: &mut std::fs::File, lock: &Path) -> Result<()> {
+    use std::io::{Seek, Write};
+    file.set_len(0).map_err(io(lock))?;
+    file.seek(std::io::SeekFrom::Start(0)).map_err(io(lock))?;
+    write!(file, "{}", std::process::id()).map_err(io(lock))?;
+    file.flush().map_err(io(lock))
+}
+
+impl Lock {
+    /// Takes the lock `DIR/.lock` for `dir`, or fails at once naming the holder.
+    pub fn try_dir(dir: &Path) -> std::result::Result<Self, LockError> {
+        Self::try_file(&dir.join(".lock"), dir)
+    }
+
+    /// Takes the lock file `lock` (for `what`), or fails at once naming the holder.
+    pub fn try_file(lock: &Path, what: &Path) -> std::result::Result<Self, LockError> {
+        let mut file = lock_file(lock)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(lock)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "?".into());
+                return Err(LockError::Busy {
+                    dir: what.to_path_buf(),
+                    pid,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(lock)(e).into()),
+        }
+        record_pid(&mut file, lock)?;
+        Ok(Self {
+            _file: file,
+            path: lock.to_path_buf(),
+        })
+    }
+
+    /// Takes the lock file `lock`, waiting while another process holds it (a second download
+    /// of the same file waits for the first and then uses its result).
+    pub fn wait_file(lock: &Path) -> Result<Self> {
+        let mut file = lock_file(lock)?;
+        file.lock().map_err(io(lock))?;
+        record_pid(&mut file, lock)?;
+        Ok(Self {
+            _file: file,
+            path: lock.to_path_buf(),
+        })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +252,18 @@ mod tests {
         .unwrap();
         assert!(out.join("b").exists() && !out.join("a").exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_directory_has_one_writer_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let first = Lock::try_dir(d.path()).unwrap();
+        match Lock::try_dir(d.path()) {
+            Err(LockError::Busy { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        drop(first);
+        Lock::try_dir(d.path()).unwrap();
     }
 
     #[test]

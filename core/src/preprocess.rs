@@ -37,6 +37,23 @@ pub enum ImageError {
         /// The decoder's error.
         error: image::ImageError,
     },
+    /// The image is larger than the decoder's limits allow (a decompression bomb, or a
+    /// picture far beyond any camera's).
+    #[error("{path}: image too large to decode: {error} (limits: {MAX_SIDE} pixels a side, {} MiB of pixels)", MAX_ALLOC >> 20)]
+    TooLarge {
+        /// The image file.
+        path: String,
+        /// The decoder's error.
+        error: image::ImageError,
+    },
+    /// The file ends before the image does (a JPEG cut short).
+    #[error("{path}: truncated image: {problem}")]
+    Truncated {
+        /// The image file.
+        path: String,
+        /// Where the data stops.
+        problem: String,
+    },
     /// The image decodes to zero pixels.
     #[error("{path}: image is empty ({width}x{height})")]
     Empty {
@@ -49,22 +66,102 @@ pub enum ImageError {
     },
 }
 
-/// Decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame) and applies its EXIF
-/// orientation.
+/// The largest width or height [`decode`] accepts, in pixels.
+pub const MAX_SIDE: u32 = 32_768;
+/// The most memory [`decode`] lets a decoder allocate, in bytes.
+pub const MAX_ALLOC: u64 = 1 << 30;
+
+/// Where the entropy-coded data of a JPEG stops short of its end-of-image marker, if it does.
+/// Walks the marker segments (skipping each by its length) and the scans (skipping stuffed
+/// bytes and restart markers); a baseline or progressive file must reach `FF D9`.
+fn jpeg_truncation(b: &[u8]) -> Option<String> {
+    let seg_len = |i: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
+    };
+    let mut i = 2; // after SOI
+    loop {
+        // Find the next marker.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return Some(format!(
+                "the data ends at byte {} without an end-of-image marker",
+                b.len()
+            ));
+        };
+        i += 1;
+        match marker {
+            0xD9 => return None,
+            0xD0..=0xD7 | 0x01 => {}
+            0xDA => {
+                // Start of scan: its header, then entropy-coded data up to the next real marker.
+                let Some(len) = seg_len(i) else {
+                    return Some(format!("a scan header is cut at byte {}", b.len()));
+                };
+                i += len;
+                loop {
+                    match (b.get(i), b.get(i + 1)) {
+                        (Some(0xFF), Some(0x00 | 0xD0..=0xD7)) => i += 2,
+                        (Some(0xFF), Some(_)) => break,
+                        (Some(_), _) => i += 1,
+                        (None, _) => {
+                            return Some(format!(
+                                "the scan data ends at byte {} without an end-of-image marker",
+                                b.len()
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {
+                let Some(len) = seg_len(i) else {
+                    return Some(format!("a marker segment is cut at byte {}", b.len()));
+                };
+                if i + len > b.len() {
+                    return Some(format!("a marker segment is cut at byte {}", b.len()));
+                }
+                i += len;
+            }
+        }
+    }
+}
+
+/// Decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame) within [`MAX_SIDE`] and
+/// [`MAX_ALLOC`] and applies its EXIF orientation. A JPEG cut short is an error, not a
+/// picture padded with gray.
 pub fn decode(path: &Path) -> Result<DynamicImage, ImageError> {
     let p = || path.display().to_string();
-    let reader = ImageReader::open(path)
-        .map_err(|error| ImageError::Io { path: p(), error })?
+    let bytes = std::fs::read(path).map_err(|error| ImageError::Io { path: p(), error })?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|error| ImageError::Io { path: p(), error })?;
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|error| ImageError::Decode { path: p(), error })?;
-    let orientation = decoder
-        .orientation()
-        .map_err(|error| ImageError::Decode { path: p(), error })?;
-    let mut img = DynamicImage::from_decoder(decoder)
-        .map_err(|error| ImageError::Decode { path: p(), error })?;
+    if reader.format() == Some(image::ImageFormat::Jpeg)
+        && let Some(problem) = jpeg_truncation(&bytes)
+    {
+        return Err(ImageError::Truncated { path: p(), problem });
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let decode_err = |error: image::ImageError| match error {
+        e @ image::ImageError::Limits(_) => ImageError::TooLarge {
+            path: p(),
+            error: e,
+        },
+        e => ImageError::Decode {
+            path: p(),
+            error: e,
+        },
+    };
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
+    let orientation = decoder.orientation().map_err(decode_err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         return Err(ImageError::Empty {
@@ -172,6 +269,29 @@ pub fn preprocess_pixels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_jpegs_are_found_and_whole_ones_pass() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+        let mut seen = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "jpg") {
+                let b = std::fs::read(&p).unwrap();
+                assert_eq!(jpeg_truncation(&b), None, "{}", p.display());
+                for cut in [2000, b.len() / 2, b.len() - 2] {
+                    assert!(
+                        jpeg_truncation(&b[..cut]).is_some(),
+                        "{} cut at {cut}",
+                        p.display()
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2);
+    }
 
     #[test]
     fn shorter_side_rule() {

@@ -1,11 +1,15 @@
 //! Downloads: a URL to a file, through a `.partial` file that is checked (length, then the
 //! caller's checksum) before it gets its final name, so a file under its final name is always
-//! complete. Used by the zoo for model weights and by the queue for datasets; it knows nothing
-//! of either.
+//! complete. Connections and reads time out, failed transfers are retried with exponential
+//! backoff and resumed with HTTP `Range` where the server allows, and one process at a time
+//! downloads a file ([`Policy`]). Used by the zoo for model weights and by the queue for
+//! datasets; it knows nothing of either.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use md5::Digest as _;
 use nasnet_core::fsutil::FsError;
 
@@ -79,71 +83,173 @@ pub fn bar(total: u64, what: &str, show: bool) -> indicatif::ProgressBar {
     pb
 }
 
+/// How downloads behave on a bad network: timeouts and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Time allowed to connect.
+    pub connect_timeout: Duration,
+    /// Time allowed without receiving a byte.
+    pub read_timeout: Duration,
+    /// Attempts after the first, on timeouts, dropped connections and 5xx answers; a 4xx
+    /// answer is never retried.
+    pub retries: usize,
+    /// The first wait between attempts; each next one doubles (with jitter), up to 30 s.
+    pub backoff: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(30),
+            retries: 4,
+            backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Policy {
+    /// The default, with `NASNET_HTTP_TIMEOUT` (seconds, both timeouts) and
+    /// `NASNET_HTTP_RETRIES` applied when set.
+    pub fn from_env() -> Self {
+        let mut p = Self::default();
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        if let Some(t) = num("NASNET_HTTP_TIMEOUT").filter(|t| *t > 0.0) {
+            p.connect_timeout = Duration::from_secs_f64(t);
+            p.read_timeout = Duration::from_secs_f64(t);
+            p.backoff = p.backoff.min(Duration::from_secs_f64(t));
+        }
+        if let Some(r) = num("NASNET_HTTP_RETRIES").filter(|r| *r >= 0.0) {
+            p.retries = r as usize;
+        }
+        p
+    }
+
+    /// The waits between attempts: exponential with jitter (backon's builder).
+    fn waits(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.backoff)
+            .with_max_delay(Duration::from_secs(30))
+            .with_max_times(self.retries)
+            .with_jitter()
+            .build()
+    }
+}
+
 /// Downloads `url` to `dest` through a `.partial` file, so that `dest` is complete or absent;
 /// the caller checks the contents.
 pub fn download_url(url: &str, dest: &Path, progress: bool) -> Result<()> {
     download_checked(url, dest, progress, |_| Ok(()))
 }
 
-/// The temporary name a download of `dest` is written under by this process.
+/// The temporary name a download of `dest` is written under (one writer at a time: the
+/// download holds `dest`'s lock).
 fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(format!(
-        ".{}.partial-{}",
+        ".{}.partial",
         dest.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        std::process::id()
     ))
 }
 
-/// Downloads `url` to `dest` through a `.partial` file; `check` sees the complete file before
-/// it is renamed, and a failed check deletes it (a checksum error then names the URL).
+/// The lock file that makes one process the only downloader of `dest`.
+fn lock_path(dest: &Path) -> PathBuf {
+    dest.with_file_name(format!(
+        ".{}.lock",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    ))
+}
+
+/// How one attempt ended, when it did not finish.
+enum Attempt {
+    /// Worth another try (timeout, dropped connection, 5xx), with what happened.
+    Retry(String),
+    /// Final (4xx, a local error).
+    Fail(Error),
+}
+
+/// Downloads `url` to `dest` through a `.partial` file, with the [`Policy`] from the
+/// environment; `check` sees the complete file before it is renamed, and a failed check
+/// deletes it (a checksum error then names the URL). A second process downloading the same
+/// `dest` waits for the first and uses its file.
 pub fn download_checked(
     url: &str,
     dest: &Path,
     progress: bool,
     check: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
-    let fail = |problem: String| Error::Download {
-        url: url.to_owned(),
-        problem,
-    };
+    download_with(url, dest, progress, &Policy::from_env(), check)
+}
+
+/// [`download_checked`] with an explicit policy.
+pub fn download_with(
+    url: &str,
+    dest: &Path,
+    progress: bool,
+    policy: &Policy,
+    check: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let _lock = nasnet_core::fsutil::Lock::wait_file(&lock_path(dest))?;
+    if dest.exists() {
+        // Another process finished it while this one waited.
+        return check(dest);
+    }
     let tmp = partial_path(dest);
+    let name = url.rsplit('/').next().unwrap_or(url);
+    let pb = bar(0, name, progress);
+    let client = reqwest::Client::builder()
+        .connect_timeout(policy.connect_timeout)
+        .read_timeout(policy.read_timeout)
+        .build()
+        .map_err(|e| Error::Download {
+            url: url.to_owned(),
+            problem: format!("cannot start an HTTP client: {e}"),
+        })?;
+    let mut waits = policy.waits();
+    let mut attempts = 0;
     let result = block_on(async {
-        let mut resp = reqwest::get(url).await.map_err(|e| fail(format!("{e}")))?;
-        if !resp.status().is_success() {
-            return Err(fail(format!("HTTP {}", resp.status())));
-        }
-        let total = resp.content_length();
-        let pb = bar(
-            total.unwrap_or(0),
-            url.rsplit('/').next().unwrap_or(url),
-            progress,
-        );
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let mut written = 0u64;
         loop {
-            match resp.chunk().await {
-                Ok(Some(c)) => {
-                    f.write_all(&c).map_err(io(&tmp))?;
-                    written += c.len() as u64;
-                    pb.set_position(written);
-                }
-                Ok(None) => break,
-                Err(e) => return Err(fail(format!("transfer failed after {written} bytes: {e}"))),
+            attempts += 1;
+            match attempt(&client, url, &tmp, &pb).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(problem)) => match waits.next() {
+                    Some(wait) => {
+                        pb.set_message(format!("{name} (retrying)"));
+                        if progress {
+                            pb.println(format!(
+                                "{url}: {problem}; retrying in {:.1} s",
+                                wait.as_secs_f64()
+                            ));
+                        }
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => {
+                        return Err(Error::Download {
+                            url: url.to_owned(),
+                            problem: format!("{problem} (gave up after {attempts} attempts)"),
+                        });
+                    }
+                },
             }
         }
-        pb.finish_and_clear();
-        if let Some(t) = total.filter(|&t| t != written) {
-            return Err(fail(format!("transfer ended after {written} of {t} bytes")));
-        }
-        f.sync_all().map_err(io(&tmp))
     })?;
+    pb.finish_and_clear();
     let result = result.and_then(|()| check(&tmp));
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
+        if !matches!(e, Error::Download { .. }) {
+            // A bad file is not resumed; a failed transfer is, by the next download.
+            let _ = std::fs::remove_file(&tmp);
+        }
         return Err(match e {
             Error::Checksum {
                 kind,
@@ -160,6 +266,69 @@ pub fn download_checked(
         });
     }
     std::fs::rename(&tmp, dest).map_err(io(dest))
+}
+
+/// One request: resumes `tmp` from its length with a `Range` request when it has bytes (and
+/// starts over if the server ignores the range), appends what arrives, and checks the length.
+async fn attempt(
+    client: &reqwest::Client,
+    url: &str,
+    tmp: &Path,
+    pb: &indicatif::ProgressBar,
+) -> std::result::Result<(), Attempt> {
+    let retry = |e: reqwest::Error| Attempt::Retry(e.to_string());
+    let have = std::fs::metadata(tmp).map(|m| m.len()).unwrap_or(0);
+    let mut req = client.get(url);
+    if have > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    let mut resp = req.send().await.map_err(retry)?;
+    let status = resp.status();
+    if status.is_server_error() {
+        return Err(Attempt::Retry(format!("HTTP {status}")));
+    }
+    if !status.is_success() {
+        return Err(Attempt::Fail(Error::Download {
+            url: url.to_owned(),
+            problem: format!("HTTP {status}"),
+        }));
+    }
+    let resumed = have > 0 && status == reqwest::StatusCode::PARTIAL_CONTENT;
+    let start = if resumed { have } else { 0 };
+    let total = resp.content_length().map(|n| n + start);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(tmp)
+        .map_err(|e| Attempt::Fail(io(tmp)(e)))?;
+    pb.set_length(total.unwrap_or(0));
+    let mut written = start;
+    pb.set_position(written);
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                f.write_all(&c).map_err(|e| Attempt::Fail(io(tmp)(e)))?;
+                written += c.len() as u64;
+                pb.set_position(written);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = f.sync_all();
+                return Err(Attempt::Retry(format!(
+                    "transfer failed after {written} bytes: {e}"
+                )));
+            }
+        }
+    }
+    if let Some(t) = total.filter(|&t| t != written) {
+        let _ = f.sync_all();
+        return Err(Attempt::Retry(format!(
+            "transfer ended after {written} of {t} bytes"
+        )));
+    }
+    f.sync_all().map_err(|e| Attempt::Fail(io(tmp)(e)))
 }
 
 /// The lowercase hex md5 of a file (some upstream weights publish only that).

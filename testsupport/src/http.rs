@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a path answers.
@@ -18,6 +19,18 @@ pub enum Route {
     Status(u16),
     /// Announces the whole length, sends half, closes.
     Truncated(Vec<u8>),
+    /// Accepts the request and never answers (until the test process ends).
+    Stall,
+    /// Cuts its first `n` answers in half (the count is shared between clones), then serves
+    /// the file, honouring `Range: bytes=N-` with `206 Partial Content`.
+    Flaky(Vec<u8>, Arc<AtomicUsize>),
+}
+
+impl Route {
+    /// A [`Route::Flaky`] that cuts its first `failures` answers.
+    pub fn flaky(body: Vec<u8>, failures: usize) -> Self {
+        Route::Flaky(body, Arc::new(AtomicUsize::new(failures)))
+    }
 }
 
 /// The server; it runs on 127.0.0.1 until the test process ends.
@@ -43,15 +56,23 @@ fn answer(stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, log: &Mutex
     if reader.read_line(&mut line).is_err() {
         return;
     }
+    let mut range_start: Option<usize> = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
             break;
         }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("range: bytes=") {
+            range_start = v.trim().trim_end_matches('-').parse().ok();
+        }
     }
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    log.lock().unwrap().push(format!("{method} {path}"));
+    log.lock().unwrap().push(match range_start {
+        Some(r) => format!("{method} {path} from {r}"),
+        None => format!("{method} {path}"),
+    });
     let route = routes.lock().unwrap().get(path).cloned();
     let mut s = stream;
     let head = method == "HEAD";
@@ -68,6 +89,25 @@ fn answer(stream: TcpStream, routes: &Mutex<HashMap<String, Route>>, log: &Mutex
         }
         Some(Route::File(b)) => reply(&mut s, head, "200 OK", length(&b), &b),
         Some(Route::Truncated(b)) => reply(&mut s, head, "200 OK", length(&b), &b[..b.len() / 2]),
+        Some(Route::Stall) => std::thread::sleep(std::time::Duration::from_secs(3600)),
+        Some(Route::Flaky(b, failures)) => {
+            let cut = failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if cut {
+                reply(&mut s, head, "200 OK", length(&b), &b[..b.len() / 2]);
+            } else if let Some(r) = range_start.filter(|&r| r < b.len()) {
+                let h = format!(
+                    "{}Content-Range: bytes {r}-{}/{}\r\n",
+                    length(&b[r..]),
+                    b.len() - 1,
+                    b.len()
+                );
+                reply(&mut s, head, "206 Partial Content", h, &b[r..]);
+            } else {
+                reply(&mut s, head, "200 OK", length(&b), &b);
+            }
+        }
         Some(Route::Status(c)) => reply(
             &mut s,
             head,

@@ -24,6 +24,9 @@ pub enum SearchError {
     Strategy(#[from] StrategyError),
     #[error("{0}")]
     Setup(String),
+    /// Another process is running a search in the directory.
+    #[error(transparent)]
+    Busy(#[from] nasnet_core::fsutil::LockError),
     #[error("the evaluator stopped working: {0} (resume the search when it works again)")]
     Unavailable(String),
 }
@@ -74,6 +77,8 @@ pub fn search(
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|e| SearchError::Setup(format!("{}: {e}", dir.display())))?;
+    // One writer per search directory, until this function returns.
+    let _lock = nasnet_core::fsutil::Lock::try_dir(dir)?;
     let exists = dir.join(JOURNAL_FILE).exists();
     if exists && !resume {
         return Err(SearchError::Setup(format!(
