@@ -59,6 +59,10 @@ static int check_errors(const char *dir, const char *image) {
            NASNET_STATUS_NULL_ARGUMENT);
     EXPECT(nasnet_classify_image(m, pixels, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, 5, out, 5, &n),
            NASNET_STATUS_OK);
+    /* Values outside the named constants are rejected, not undefined behaviour. */
+    EXPECT(nasnet_classify_image(m, pixels, 4, 4, 16, 42, 5, out, 5, &n),
+           NASNET_STATUS_INVALID_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "pixel format 42")) return 1;
     EXPECT(nasnet_classify_tensor(m, features, 4, 5, out, 5, &n), NASNET_STATUS_INVALID_ARGUMENT);
     EXPECT(nasnet_features_file(m, image, features, 4, &n), NASNET_STATUS_BUFFER_TOO_SMALL);
     if (nasnet_model_label(m, 1u << 30) != NULL) return 1;
@@ -73,6 +77,15 @@ static int check_errors(const char *dir, const char *image) {
     EXPECT(nasnet_model_close(&m), NASNET_STATUS_NULL_ARGUMENT); /* double close */
     EXPECT(nasnet_model_close(NULL), NASNET_STATUS_NULL_ARGUMENT);
     EXPECT(nasnet_options_default(NULL), NASNET_STATUS_NULL_ARGUMENT);
+    NasnetOptions bad;
+    EXPECT(nasnet_options_default(&bad), NASNET_STATUS_OK);
+    bad.backend = 42;
+    EXPECT(nasnet_model_open(dir, &bad, &m), NASNET_STATUS_INVALID_ARGUMENT);
+    if (m != NULL || !strstr(nasnet_last_error(), "backend 42")) return 1;
+    if (strcmp(nasnet_status_str(NASNET_STATUS_INVALID_ARGUMENT),
+               "an argument was out of range or malformed") != 0) return 1;
+    if (strcmp(nasnet_status_str(1000), "unknown status") != 0) return 1;
+    if (nasnet_abi_version() != NASNET_ABI_VERSION) return 1;
     fprintf(stderr, "error paths: ok\n");
     return 0;
 }

@@ -12,7 +12,7 @@
 /**
  * The ABI version: incremented on any incompatible change of this header.
  */
-#define NASNET_ABI_VERSION 1
+#define NASNET_ABI_VERSION 2
 
 /**
  * Result of every call. Values are stable and never reused.
@@ -54,37 +54,21 @@ typedef enum NasnetStatus {
 } NasnetStatus;
 
 /**
- * Inference engine.
- */
-typedef enum NasnetBackend {
-  /**
-   * tract: pure Rust, CPU.
-   */
-  NASNET_BACKEND_TRACT = 0,
-  /**
-   * ONNX Runtime, loaded at run time.
-   */
-  NASNET_BACKEND_ORT = 1,
-} NasnetBackend;
-
-/**
- * Pixel layout of an image buffer.
- */
-typedef enum NasnetPixelFormat {
-  NASNET_PIXEL_FORMAT_RGB8 = 0,
-  NASNET_PIXEL_FORMAT_RGBA8 = 1,
-} NasnetPixelFormat;
-
-/**
  * An open model (opaque).
  */
 typedef struct NasnetModel NasnetModel;
 
 /**
+ * Inference engine: one of the `NASNET_BACKEND_*` values. A plain integer, so that any value
+ * a caller passes is defined behaviour; others get `NASNET_STATUS_INVALID_ARGUMENT`.
+ */
+typedef uint32_t NasnetBackend;
+
+/**
  * How to open a model. Fill with [`nasnet_options_default`] first.
  */
 typedef struct NasnetOptions {
-  enum NasnetBackend backend;
+  NasnetBackend backend;
   /**
    * -1: CPU; N >= 0: CUDA device N (ONNX Runtime only).
    */
@@ -112,6 +96,12 @@ typedef struct NasnetModelInfo {
 } NasnetModelInfo;
 
 /**
+ * Pixel layout of an image buffer: one of the `NASNET_PIXEL_FORMAT_*` values (others get
+ * `NASNET_STATUS_INVALID_ARGUMENT`).
+ */
+typedef uint32_t NasnetPixelFormat;
+
+/**
  * One class of a top-k answer. `label` belongs to the model and stays valid until it is
  * closed.
  */
@@ -122,9 +112,35 @@ typedef struct NasnetPrediction {
   const char *label;
 } NasnetPrediction;
 
+/**
+ * tract: pure Rust, CPU.
+ */
+#define NASNET_BACKEND_TRACT 0
+
+/**
+ * ONNX Runtime, loaded at run time.
+ */
+#define NASNET_BACKEND_ORT 1
+
+/**
+ * 8-bit red, green, blue.
+ */
+#define NASNET_PIXEL_FORMAT_RGB8 0
+
+/**
+ * 8-bit red, green, blue, alpha (alpha ignored).
+ */
+#define NASNET_PIXEL_FORMAT_RGBA8 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * A short description of a status value (a static string; any value is accepted, an
+ * unknown one gives "unknown status").
+ */
+const char *nasnet_status_str(uint32_t status);
 
 /**
  * The library version, e.g. "0.1.0" (static string).
@@ -201,7 +217,7 @@ enum NasnetStatus nasnet_classify_image(const struct NasnetModel *model,
                                         uint32_t width,
                                         uint32_t height,
                                         size_t stride,
-                                        enum NasnetPixelFormat format,
+                                        NasnetPixelFormat format,
                                         size_t k,
                                         struct NasnetPrediction *out,
                                         size_t out_len,

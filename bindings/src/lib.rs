@@ -39,22 +39,44 @@ pub enum NasnetStatus {
     Panic = 8,
 }
 
-/// Inference engine.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NasnetBackend {
-    /// tract: pure Rust, CPU.
-    Tract = 0,
-    /// ONNX Runtime, loaded at run time.
-    Ort = 1,
+/// Inference engine: one of the `NASNET_BACKEND_*` values. A plain integer, so that any value
+/// a caller passes is defined behaviour; others get `NASNET_STATUS_INVALID_ARGUMENT`.
+pub type NasnetBackend = u32;
+/// tract: pure Rust, CPU.
+pub const NASNET_BACKEND_TRACT: NasnetBackend = 0;
+/// ONNX Runtime, loaded at run time.
+pub const NASNET_BACKEND_ORT: NasnetBackend = 1;
+
+/// Pixel layout of an image buffer: one of the `NASNET_PIXEL_FORMAT_*` values (others get
+/// `NASNET_STATUS_INVALID_ARGUMENT`).
+pub type NasnetPixelFormat = u32;
+/// 8-bit red, green, blue.
+pub const NASNET_PIXEL_FORMAT_RGB8: NasnetPixelFormat = 0;
+/// 8-bit red, green, blue, alpha (alpha ignored).
+pub const NASNET_PIXEL_FORMAT_RGBA8: NasnetPixelFormat = 1;
+
+fn backend_arg(b: NasnetBackend) -> Res<Backend> {
+    match b {
+        NASNET_BACKEND_TRACT => Ok(Backend::Tract),
+        NASNET_BACKEND_ORT => Ok(Backend::Ort),
+        other => fail(
+            NasnetStatus::InvalidArgument,
+            format!("backend {other} is not NASNET_BACKEND_TRACT (0) or NASNET_BACKEND_ORT (1)"),
+        ),
+    }
 }
 
-/// Pixel layout of an image buffer.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NasnetPixelFormat {
-    Rgb8 = 0,
-    Rgba8 = 1,
+fn channels_arg(f: NasnetPixelFormat) -> Res<usize> {
+    match f {
+        NASNET_PIXEL_FORMAT_RGB8 => Ok(3),
+        NASNET_PIXEL_FORMAT_RGBA8 => Ok(4),
+        other => fail(
+            NasnetStatus::InvalidArgument,
+            format!(
+                "pixel format {other} is not NASNET_PIXEL_FORMAT_RGB8 (0) or NASNET_PIXEL_FORMAT_RGBA8 (1)"
+            ),
+        ),
+    }
 }
 
 /// How to open a model. Fill with [`nasnet_options_default`] first.
@@ -100,7 +122,7 @@ pub struct NasnetModel {
 }
 
 /// The ABI version: incremented on any incompatible change of this header.
-pub const NASNET_ABI_VERSION: u32 = 1;
+pub const NASNET_ABI_VERSION: u32 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
@@ -166,6 +188,25 @@ unsafe fn model_arg<'a>(m: *const NasnetModel) -> Res<&'a NasnetModel> {
     Ok(unsafe { &*m })
 }
 
+/// A short description of a status value (a static string; any value is accepted, an
+/// unknown one gives "unknown status").
+#[unsafe(no_mangle)]
+pub extern "C" fn nasnet_status_str(status: u32) -> *const c_char {
+    let s: &'static str = match status {
+        0 => "ok\0",
+        1 => "a required pointer was null\0",
+        2 => "an argument was out of range or malformed\0",
+        3 => "a file could not be read or decoded\0",
+        4 => "the model is missing or inconsistent\0",
+        5 => "the backend failed while running\0",
+        6 => "the caller's buffer is too small\0",
+        7 => "the backend or device is not available\0",
+        8 => "an internal error was caught at the library boundary\0",
+        _ => "unknown status\0",
+    };
+    s.as_ptr().cast()
+}
+
 /// The library version, e.g. "0.1.0" (static string).
 #[unsafe(no_mangle)]
 pub extern "C" fn nasnet_version() -> *const c_char {
@@ -193,7 +234,7 @@ pub unsafe extern "C" fn nasnet_options_default(out: *mut NasnetOptions) -> Nasn
         }
         unsafe {
             out.write(NasnetOptions {
-                backend: NasnetBackend::Tract,
+                backend: NASNET_BACKEND_TRACT,
                 device: -1,
                 threads: 0,
             })
@@ -204,15 +245,12 @@ pub unsafe extern "C" fn nasnet_options_default(out: *mut NasnetOptions) -> Nasn
 
 fn open_dir(dir: &Path, opts: Option<&NasnetOptions>) -> Res<NasnetModel> {
     let o = opts.copied().unwrap_or(NasnetOptions {
-        backend: NasnetBackend::Tract,
+        backend: NASNET_BACKEND_TRACT,
         device: -1,
         threads: 0,
     });
     let options = Options {
-        backend: match o.backend {
-            NasnetBackend::Tract => Backend::Tract,
-            NasnetBackend::Ort => Backend::Ort,
-        },
+        backend: backend_arg(o.backend)?,
         device: if o.device < 0 {
             Device::Cpu
         } else {
@@ -444,10 +482,7 @@ pub unsafe extern "C" fn nasnet_classify_image(
         if pixels.is_null() {
             return fail(NasnetStatus::NullArgument, "pixels is null");
         }
-        let channels = match format {
-            NasnetPixelFormat::Rgb8 => 3,
-            NasnetPixelFormat::Rgba8 => 4,
-        };
+        let channels = channels_arg(format)?;
         if width == 0 || height == 0 {
             return fail(
                 NasnetStatus::InvalidArgument,

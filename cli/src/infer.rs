@@ -261,19 +261,44 @@ pub fn classify(
 /// Output format of `nasnet embed`.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
 pub enum EmbedFormat {
-    /// One float32 `[N, F]` array, rows in input order.
+    /// One float32 `[N, F]` array, rows in input order, their inputs listed in FILE.paths.txt.
     Npy,
     /// One JSON object per input: `{"input", "row", "features"}`.
     Jsonl,
 }
 
-/// `nasnet embed`: the pooled penultimate features.
+/// `FILE.paths.txt` beside `FILE.npy`: the input of each row, one per line (`FILE.npy#ROW` for
+/// the rows of a `.npy` input).
+pub fn rows_listing(npy: &Path) -> PathBuf {
+    npy.with_extension("paths.txt")
+}
+
+/// Writes `path` through `write` on a temporary file beside it, then a rename.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let result = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// `nasnet embed`: the pooled penultimate features. With `.npy` output, a failed input
+/// writes nothing unless `allow_missing` (rows are listed beside the array either way).
 pub fn embed(
     model: &Model,
     inputs: &[Input],
     batch: usize,
     format: EmbedFormat,
     output: Option<&Path>,
+    allow_missing: bool,
 ) -> anyhow::Result<bool> {
     match format {
         EmbedFormat::Jsonl => {
@@ -297,21 +322,35 @@ pub fn embed(
             let Some(path) = output.filter(|p| *p != Path::new("-")) else {
                 bail!("--format npy needs an output file (-o FILE.npy)");
             };
-            let mut rows = 0;
+            let mut names = vec![];
             let mut data = vec![];
-            let ok = run_all(model, inputs, batch, |_, _, out, i| {
-                rows += 1;
+            let ok = run_all(model, inputs, batch, |input, row, out, i| {
+                names.push(match row {
+                    Some(r) => format!("{}#{r}", input.display()),
+                    None => input.display().to_string(),
+                });
                 data.extend_from_slice(out.features(i));
                 Ok(())
             })?;
+            let listing = rows_listing(path);
+            if !ok && !allow_missing {
+                bail!(
+                    "some inputs failed, so row i of {} would not be input i; nothing written (--allow-missing writes the others' rows, listed in {})",
+                    path.display(),
+                    listing.display()
+                );
+            }
+            let rows = names.len();
             if let Some(f) = data.len().checked_div(rows) {
                 let t = Tensor::from_vec(data, (rows, f), &candle_core::Device::Cpu)?;
-                let tmp = path.with_extension(format!("npy.partial-{}", std::process::id()));
-                t.write_npy(&tmp)
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("{}: cannot write", path.display()))?;
-                eprintln!("wrote {rows} x {f} features to {}", path.display());
+                write_atomically(path, |tmp| Ok(t.write_npy(tmp)?))?;
+                let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+                write_atomically(&listing, |tmp| Ok(std::fs::write(tmp, &text)?))?;
+                eprintln!(
+                    "wrote {rows} x {f} features to {} (their inputs, in row order, in {})",
+                    path.display(),
+                    listing.display()
+                );
             }
             Ok(ok)
         }

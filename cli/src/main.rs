@@ -113,6 +113,7 @@ struct RunArgs {
     model: String,
     #[command(flatten)]
     zoo: ZooArgs,
+    /// The engine: tract (pure Rust), ort (ONNX Runtime) or candle (the network itself).
     #[arg(long, value_enum, default_value = "tract")]
     backend: infer::Backend,
     /// cpu, cuda or cuda:N (CUDA: ort, or candle built with --features cuda).
@@ -134,6 +135,7 @@ enum Command {
     /// Convert an upstream weight file (timm/Cadene safetensors or .pth, Keras .h5) into a model
     /// directory.
     Import {
+        /// The architecture the weights belong to.
         #[arg(long, value_enum)]
         arch: Arch,
         /// Upstream layout: `timm` implies timm's pooling rule and eval transform, `cadene` the
@@ -156,6 +158,7 @@ enum Command {
     /// Write a model directory with deterministic synthetic weights (for trying pipelines and
     /// testing; its predictions mean nothing).
     Synthetic {
+        /// The architecture the weights belong to.
         #[arg(long, value_enum)]
         arch: Arch,
         /// Override F (a narrower network, e.g. for tests).
@@ -197,8 +200,10 @@ enum Command {
         /// Model directory.
         #[arg(long, value_name = "DIR")]
         model: PathBuf,
+        /// What to write: the ONNX graph or the canonical safetensors weights.
         #[arg(long, value_enum)]
         format: ExportFormat,
+        /// The file to write (through a temporary file and a rename).
         #[arg(short, long, value_name = "PATH")]
         output: PathBuf,
     },
@@ -229,11 +234,17 @@ enum Command {
     Embed {
         #[command(flatten)]
         run: RunArgs,
+        /// npy: one [N, F] float32 array (its rows' inputs in FILE.paths.txt); jsonl: one object per
+        /// row.
         #[arg(long, value_enum, default_value = "npy")]
         format: infer::EmbedFormat,
         /// Output file (`-` or absent: stdout, JSON Lines only).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// With npy output, write the rows of the inputs that worked when some fail (row i is
+        /// then the i-th line of FILE.paths.txt, not input i).
+        #[arg(long)]
+        allow_missing: bool,
     },
 }
 
@@ -362,11 +373,19 @@ fn run() -> anyhow::Result<ExitCode> {
             run,
             format,
             output,
+            allow_missing,
         } => {
             let inputs = infer::collect(&run.inputs)?;
             let dir = run.zoo.model_dir(&run.model)?;
             let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
-            let ok = infer::embed(&model, &inputs, run.batch_size, format, output.as_deref())?;
+            let ok = infer::embed(
+                &model,
+                &inputs,
+                run.batch_size,
+                format,
+                output.as_deref(),
+                allow_missing,
+            )?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -439,5 +458,31 @@ fn main() -> ExitCode {
             eprintln!("nasnet: {}", one_line(&format!("{err:#}")));
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command, with no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let builtin = matches!(a.get_id().as_str(), "help" | "version");
+            if !builtin && !a.is_hide_set() && a.get_help().is_none() && a.get_long_help().is_none()
+            {
+                out.push(format!("{path}: {}", a.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_has_help() {
+        let mut missing = vec![];
+        undocumented(&super::Cli::command(), "nasnet", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:#?}");
     }
 }

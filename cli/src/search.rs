@@ -43,6 +43,7 @@ pub enum SearchCommand {
 pub struct SearchArgs {
     #[command(subcommand)]
     pub command: Option<SearchCommand>,
+    /// How children are proposed: rl (LSTM controller with PPO, the paper), evolution (regularized evolution) or random.
     #[arg(long, value_enum, default_value = "rl")]
     strategy: StrategyArg,
     /// The proxy dataset (cifar10:DIR, fashion-mnist:DIR, mnist:DIR, folder:DIR), or
@@ -68,8 +69,10 @@ pub struct SearchArgs {
     /// Held-out images the reward is measured on (fixed, seeded).
     #[arg(long, default_value_t = 5000)]
     val_count: usize,
+    /// Images per training step of a child.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Peak learning rate of a child's training (cosine schedule).
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
     /// Children trained at once (in this process, or in flight on the queue with --redis).
@@ -91,11 +94,13 @@ pub struct SearchArgs {
     /// Blocks per cell (B).
     #[arg(long, default_value_t = 5)]
     blocks: usize,
+    /// Seed of the search (proposals, children's weights and data order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Continue the search in DIR.
     #[arg(long)]
     resume: bool,
+    /// No progress output.
     #[arg(long)]
     quiet: bool,
     /// The search directory: journal.jsonl, the strategy's state, and the report.

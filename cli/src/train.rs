@@ -57,8 +57,10 @@ pub struct TrainArgs {
     /// Square size folder images are resized to (default: the model's input size).
     #[arg(long)]
     image_size: Option<usize>,
+    /// Passes over the training split.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
+    /// Images per training step.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Train on a seeded random subset of this many images.
@@ -67,17 +69,22 @@ pub struct TrainArgs {
     /// Images held out of the training split for validation (seeded).
     #[arg(long, default_value_t = 5000)]
     val_count: usize,
+    /// SGD with Nesterov momentum, or TF-style RMSProp (the ImageNet recipe).
     #[arg(long, value_enum, default_value = "sgd")]
     optimizer: OptimizerArg,
     /// Peak learning rate (one cosine period down to --lr-min).
     #[arg(long, default_value_t = 0.025)]
     lr: f64,
+    /// The learning rate the cosine schedule ends at.
     #[arg(long, default_value_t = 0.0)]
     lr_min: f64,
+    /// Momentum of the optimizer.
     #[arg(long, default_value_t = 0.9)]
     momentum: f64,
+    /// L2 weight decay on convolution and linear weights.
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f64,
+    /// Label smoothing of the cross-entropy (0: off).
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f64,
     /// Weight of the auxiliary head's loss (0 drops the head).
@@ -95,11 +102,13 @@ pub struct TrainArgs {
     /// Random-crop padding in pixels.
     #[arg(long, default_value_t = 4)]
     pad: usize,
+    /// No random horizontal flips.
     #[arg(long)]
     no_flip: bool,
     /// Cutout square side (0: off).
     #[arg(long, default_value_t = 0)]
     cutout: usize,
+    /// Seed of every random choice (initial weights, order, augmentation, splits); a run is repeatable for its seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Split each batch into this many parts trained in parallel (batch-norm statistics per
@@ -419,10 +428,13 @@ pub struct EvalArgs {
     /// ImageNet validation layout; DIR/val or DIR/test is used when present).
     #[arg(long)]
     dataset: String,
+    /// The engine: tract (pure Rust), ort (ONNX Runtime) or candle (the network itself).
     #[arg(long, value_enum, default_value = "tract")]
     backend: infer::Backend,
+    /// cpu, cuda or cuda:N (CUDA: ort, or candle built with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Images per inference batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Threads per run: tract's pool (default: every core) or ONNX Runtime's intra-op threads.

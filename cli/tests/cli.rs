@@ -602,3 +602,58 @@ fn bombs_and_truncated_photos_are_errors_and_the_rest_run() {
     );
     assert!(stdout.contains("chelsea.jpg"));
 }
+
+#[test]
+fn embed_npy_rows_map_to_inputs_when_one_fails() {
+    let (d, model, images) = demo();
+    let m = model.to_str().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let bad = d.path().join("bad.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    // A failing input in the middle.
+    let inputs = [&files[0], &bad, &files[1]];
+    let npy = d.path().join("rows.npy");
+    let listing = d.path().join("rows.paths.txt");
+    let mut args = vec!["embed", "--model", m, "-o", npy.to_str().unwrap()];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    let e = nasnet().fails_with_status_2(&args);
+    assert!(
+        e.contains("bad.jpg") && e.contains("--allow-missing"),
+        "{e}"
+    );
+    assert!(!npy.exists() && !listing.exists(), "nothing written");
+
+    args.push("--allow-missing");
+    let out = nasnet().run(&args);
+    assert_eq!(out.status.code(), Some(1), "some inputs failed");
+    let t = Tensor::read_npy(&npy).unwrap();
+    assert_eq!(t.dims()[0], 2);
+    let names: Vec<String> = std::fs::read_to_string(&listing)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            files[0].display().to_string(),
+            files[1].display().to_string()
+        ]
+    );
+    // Row 1 is the third input's embedding, as the listing says.
+    let alone = d.path().join("alone.npy");
+    ok(&nasnet().run(&[
+        "embed",
+        "--model",
+        m,
+        "-o",
+        alone.to_str().unwrap(),
+        files[1].to_str().unwrap(),
+    ]));
+    let want = Tensor::read_npy(&alone).unwrap().get(0).unwrap();
+    assert!(nasnet_testsupport::max_abs_diff(&t.get(1).unwrap(), &want) < 1e-6);
+}
