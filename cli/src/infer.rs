@@ -223,14 +223,42 @@ struct Record<'a> {
 }
 
 /// `nasnet classify`: top-k per input on stdout (JSON Lines with `json`).
+/// Output format of `nasnet classify`.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
+pub enum ClassifyFormat {
+    /// Each input, then its predictions indented.
+    Text,
+    /// One JSON object per input (per row for .npy): input, row, model, backend, predictions
+    /// with index, label, synset (ImageNet labels), probability and logit.
+    Json,
+    /// One line per prediction: input,row,rank,index,label,synset,probability,logit, with a
+    /// header.
+    Csv,
+}
+
+/// `nasnet classify`: top-k per input on stdout.
 pub fn classify(
     model: &Model,
     inputs: &[Input],
     batch: usize,
     top_k: usize,
-    json: bool,
+    format: ClassifyFormat,
 ) -> anyhow::Result<bool> {
     let mut out = std::io::stdout().lock();
+    let mut csv =
+        (format == ClassifyFormat::Csv).then(|| csv::Writer::from_writer(std::io::stdout()));
+    if let Some(w) = &mut csv {
+        w.write_record([
+            "input",
+            "row",
+            "rank",
+            "index",
+            "label",
+            "synset",
+            "probability",
+            "logit",
+        ])?;
+    }
     let backend = model.backend().name();
     let ok = run_all(model, inputs, batch, |input, row, outputs, i| {
         let rec = Record {
@@ -240,7 +268,21 @@ pub fn classify(
             backend,
             predictions: outputs.top_k(i, top_k),
         };
-        if json {
+        if let Some(w) = &mut csv {
+            let row = rec.row.map(|r| r.to_string()).unwrap_or_default();
+            for (rank, p) in rec.predictions.iter().enumerate() {
+                w.write_record([
+                    rec.input.as_str(),
+                    &row,
+                    &(rank + 1).to_string(),
+                    &p.index.to_string(),
+                    &p.label,
+                    p.synset.as_deref().unwrap_or(""),
+                    &p.probability.to_string(),
+                    &p.logit.to_string(),
+                ])?;
+            }
+        } else if format == ClassifyFormat::Json {
             serde_json::to_writer(&mut out, &rec)?;
             writeln!(out)?;
         } else {
@@ -254,6 +296,9 @@ pub fn classify(
         }
         Ok(())
     })?;
+    if let Some(mut w) = csv {
+        w.flush()?;
+    }
     out.flush()?;
     Ok(ok)
 }

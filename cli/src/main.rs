@@ -214,9 +214,18 @@ enum Command {
         /// Number of predictions per input.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// One JSON object per image (per row for .npy) on stdout.
-        #[arg(long)]
+        /// What to print: text, json (one object per input) or csv (one line per prediction).
+        #[arg(long, value_enum, default_value = "text")]
+        format: infer::ClassifyFormat,
+        /// The same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+    },
+    /// Print a shell completion script (e.g. `nasnet completions bash > ~/.local/share/bash-completion/completions/nasnet`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Train a NASNet network (or fine-tune a model) on a dataset; the run directory ends up
     /// a model directory.
@@ -342,11 +351,26 @@ fn run() -> anyhow::Result<ExitCode> {
             println!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Classify { run, top_k, json } => {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "nasnet", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Classify {
+            run,
+            top_k,
+            format,
+            json,
+        } => {
             let inputs = infer::collect(&run.inputs)?;
             let dir = run.zoo.model_dir(&run.model)?;
             let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
-            let ok = infer::classify(&model, &inputs, run.batch_size, top_k, json)?;
+            let format = if json {
+                infer::ClassifyFormat::Json
+            } else {
+                format
+            };
+            let ok = infer::classify(&model, &inputs, run.batch_size, top_k, format)?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

@@ -657,3 +657,51 @@ fn embed_npy_rows_map_to_inputs_when_one_fails() {
     let want = Tensor::read_npy(&alone).unwrap().get(0).unwrap();
     assert!(nasnet_testsupport::max_abs_diff(&t.get(1).unwrap(), &want) < 1e-6);
 }
+
+#[test]
+fn classify_writes_csv_with_synsets_and_completions_are_generated() {
+    let (_d, model, images) = demo();
+    let m = model.to_str().unwrap();
+    let csv = ok(&nasnet().run(&[
+        "classify",
+        "--model",
+        m,
+        "--format",
+        "csv",
+        "--top-k",
+        "3",
+        images.to_str().unwrap(),
+    ]));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "input,row,rank,index,label,synset,probability,logit"
+    );
+    assert_eq!(lines.len(), 1 + 3 * 3, "{csv}");
+    let first: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(first[2], "1");
+    // The demo model has ImageNet's labels, so each prediction carries its WordNet id.
+    assert!(
+        first[5].starts_with('n') && first[5].len() == 9,
+        "{}",
+        lines[1]
+    );
+    let json = ok(&nasnet().run(&[
+        "classify",
+        "--model",
+        m,
+        "--json",
+        "--top-k",
+        "1",
+        images.to_str().unwrap(),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(v["predictions"][0]["synset"].as_str(), Some(first[5]));
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&nasnet().run(&["completions", shell]));
+        assert!(
+            script.contains("classify") && script.contains("top-k"),
+            "{shell}"
+        );
+    }
+}
