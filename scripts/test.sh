@@ -10,6 +10,8 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh
 RUSTDOCFLAGS="-D missing_docs -D warnings" cargo doc --release --locked --no-deps -p nasnet -p nasnet-runtime
 NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace
+# The CUDA tests run where a GPU is (scripts/gpu-check.sh); here they say why they skip.
+cargo test --release --locked -q -p nasnet-model --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result"
 # The examples of the one-call API, on a small synthetic model.
 examples=$(mktemp -d)
 trap 'rm -rf "$examples"' EXIT
