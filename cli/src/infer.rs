@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use candle_core::{DType, Tensor};
+use nasnet_core::fsutil::write_file_atomically;
 use nasnet_runtime::preprocess::has_image_extension;
 use nasnet_runtime::{Model, Options, Outputs};
 
@@ -318,23 +319,6 @@ pub fn rows_listing(npy: &Path) -> PathBuf {
     npy.with_extension("paths.txt")
 }
 
-/// Writes `path` through `write` on a temporary file beside it, then a rename.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let result = write(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path)?));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("{}: cannot write", path.display()))
-}
-
 /// `nasnet embed`: the pooled penultimate features. With `.npy` output, a failed input
 /// writes nothing unless `allow_missing` (rows are listed beside the array either way).
 pub fn embed(
@@ -388,9 +372,13 @@ pub fn embed(
             let rows = names.len();
             if let Some(f) = data.len().checked_div(rows) {
                 let t = Tensor::from_vec(data, (rows, f), &candle_core::Device::Cpu)?;
-                write_atomically(path, |tmp| Ok(t.write_npy(tmp)?))?;
+                write_file_atomically(path, |tmp| -> anyhow::Result<()> { Ok(t.write_npy(tmp)?) })
+                    .with_context(|| format!("{}: cannot write", path.display()))?;
                 let text: String = names.iter().map(|n| format!("{n}\n")).collect();
-                write_atomically(&listing, |tmp| Ok(std::fs::write(tmp, &text)?))?;
+                write_file_atomically(&listing, |tmp| -> anyhow::Result<()> {
+                    Ok(std::fs::write(tmp, &text)?)
+                })
+                .with_context(|| format!("{}: cannot write", listing.display()))?;
                 eprintln!(
                     "wrote {rows} x {f} features to {} (their inputs, in row order, in {})",
                     path.display(),

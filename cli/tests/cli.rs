@@ -705,3 +705,12 @@ fn classify_writes_csv_with_synsets_and_completions_are_generated() {
         );
     }
 }
+
+#[test]
+fn a_model_path_that_is_not_a_directory_is_named() {
+    let e = nasnet().fails_one_line(&["classify", "--model", "./no/such/model", "photo.jpg"]);
+    assert!(
+        e.contains("./no/such/model") && e.contains("not a model directory"),
+        "{e}"
+    );
+}

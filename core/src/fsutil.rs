@@ -67,6 +67,30 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// `.NAME.SUFFIX` beside `path` (`NAME` its file name): where a file's partial download, lock
+/// or temporary copy lives, hidden from listings.
+pub fn hidden_sibling(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Writes a file through `fill` on a hidden temporary beside it, then renames it into place,
+/// so that `path` is either complete or untouched; the temporary is removed on failure.
+pub fn write_file_atomically<E: From<FsError>>(
+    path: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let tmp = hidden_sibling(path, &format!("partial-{}", std::process::id()));
+    let result = fill(&tmp).and_then(|()| Ok(std::fs::rename(&tmp, path).map_err(io(path))?));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Removes a directory when dropped, unless disarmed.
 struct TempDir(Option<PathBuf>);
 
@@ -128,7 +152,6 @@ pub fn write_dir_atomically<E: From<FsError>>(
 #[derive(Debug)]
 pub struct Lock {
     _file: std::fs::File,
-    path: PathBuf,
 }
 
 /// Why a lock was not taken.
@@ -193,10 +216,7 @@ impl Lock {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(lock)(e).into()),
         }
         record_pid(&mut file, lock)?;
-        Ok(Self {
-            _file: file,
-            path: lock.to_path_buf(),
-        })
+        Ok(Self { _file: file })
     }
 
     /// Takes the lock file `lock`, waiting while another process holds it (a second download
@@ -205,15 +225,7 @@ impl Lock {
         let mut file = lock_file(lock)?;
         file.lock().map_err(io(lock))?;
         record_pid(&mut file, lock)?;
-        Ok(Self {
-            _file: file,
-            path: lock.to_path_buf(),
-        })
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { _file: file })
     }
 }
 
@@ -264,6 +276,25 @@ mod tests {
         }
         drop(first);
         Lock::try_dir(d.path()).unwrap();
+    }
+
+    #[test]
+    fn atomic_file_writes_leave_the_old_file_or_the_new_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.txt");
+        write_file_atomically::<FsError>(&p, |t| std::fs::write(t, b"one").map_err(io(t))).unwrap();
+        let r = write_file_atomically(&p, |t| {
+            std::fs::write(t, b"half").map_err(io(t))?;
+            Err(FsError::NotADirectoryName { path: t.into() })
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        assert_eq!(hidden_sibling(&p, "lock"), d.path().join(".f.txt.lock"));
     }
 
     #[test]

@@ -6,12 +6,12 @@
 //! datasets; it knows nothing of either.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use md5::Digest as _;
-use nasnet_core::fsutil::FsError;
+use nasnet_core::fsutil::{FsError, hidden_sibling};
 
 pub use nasnet_core::fsutil::sha256_file;
 
@@ -146,27 +146,6 @@ pub fn download_url(url: &str, dest: &Path, progress: bool) -> Result<()> {
     download_checked(url, dest, progress, |_| Ok(()))
 }
 
-/// The temporary name a download of `dest` is written under (one writer at a time: the
-/// download holds `dest`'s lock).
-fn partial_path(dest: &Path) -> PathBuf {
-    dest.with_file_name(format!(
-        ".{}.partial",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    ))
-}
-
-/// The lock file that makes one process the only downloader of `dest`.
-fn lock_path(dest: &Path) -> PathBuf {
-    dest.with_file_name(format!(
-        ".{}.lock",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    ))
-}
-
 /// How one attempt ended, when it did not finish.
 enum Attempt {
     /// Worth another try (timeout, dropped connection, 5xx), with what happened.
@@ -198,12 +177,13 @@ pub fn download_with(
 ) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let _lock = nasnet_core::fsutil::Lock::wait_file(&lock_path(dest))?;
+    let _lock = nasnet_core::fsutil::Lock::wait_file(&hidden_sibling(dest, "lock"))?;
     if dest.exists() {
         // Another process finished it while this one waited.
         return check(dest);
     }
-    let tmp = partial_path(dest);
+    // One writer at a time (the lock above), so the partial file can be resumed.
+    let tmp = hidden_sibling(dest, "partial");
     let name = url.rsplit('/').next().unwrap_or(url);
     let pb = bar(0, name, progress);
     let client = reqwest::Client::builder()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use nasnet_core::fsutil::{io, sha256_file, write_dir_atomically};
+use nasnet_core::fsutil::{io, sha256_file, write_dir_atomically, write_file_atomically};
 use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
 use nasnet_core::{NetworkConfig, Preset};
 
@@ -42,25 +42,15 @@ pub fn write_model_files(
 ) -> Result<()> {
     let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let net = NasNet::new(&meta.architecture, vb)?;
-    let place = |name: &str, write: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
-        let out = dir.join(name);
-        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        write(&tmp).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
-        Ok(std::fs::rename(&tmp, &out).map_err(io(&out))?)
-    };
-    place(meta::WEIGHTS_FILE, &|p| {
-        candle_core::safetensors::save(tensors, p)?;
-        Ok(())
+    let weights = dir.join(meta::WEIGHTS_FILE);
+    write_file_atomically(&weights, |p| -> Result<()> {
+        Ok(candle_core::safetensors::save(tensors, p)?)
     })?;
-    meta.weights.sha256 = sha256_file(&dir.join(meta::WEIGHTS_FILE))?;
-    place(meta::ONNX_FILE, &|p| {
-        crate::onnx::write_onnx(&net, p)?;
-        Ok(())
-    })?;
+    meta.weights.sha256 = sha256_file(&weights)?;
+    // Atomic itself.
+    crate::onnx::write_onnx(&net, &dir.join(meta::ONNX_FILE))?;
     let json = meta.to_json();
-    place(meta::META_FILE, &|p| {
+    write_file_atomically(&dir.join(meta::META_FILE), |p| -> Result<()> {
         Ok(std::fs::write(p, &json).map_err(io(p))?)
     })
 }

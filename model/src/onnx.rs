@@ -376,14 +376,10 @@ pub fn op_histogram(model: &ModelProto) -> HashMap<String, usize> {
 /// Writes the ONNX model to `path` (through a temporary file and a rename).
 pub fn write_onnx(net: &NasNet, path: &Path) -> Result<()> {
     let bytes = to_onnx_bytes(net)?;
-    let tmp = path.with_extension(format!("onnx.partial-{}", std::process::id()));
-    let io = |source: std::io::Error| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
+    nasnet_core::fsutil::write_file_atomically(path, |tmp| -> Result<()> {
+        std::fs::write(tmp, &bytes).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     })
 }

@@ -63,15 +63,6 @@ pub fn locate(
     pull(entry, home, opts)
 }
 
-/// The lock file of a cache entry or download: `.NAME.lock` beside it.
-fn lock_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.lock"))
-}
-
 /// Makes sure `entry` is converted in the cache and returns its model directory.
 pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     let dir = entry.cache_dir(home);
@@ -80,7 +71,8 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     }
     // One pull of an entry at a time: a second process waits here, then finds the first's
     // result in the cache.
-    let _lock = nasnet_core::fsutil::Lock::wait_file(&lock_path(&dir))?;
+    let _lock =
+        nasnet_core::fsutil::Lock::wait_file(&nasnet_core::fsutil::hidden_sibling(&dir, "lock"))?;
     if is_cached(entry, home) && !opts.force {
         return Ok(dir);
     }

@@ -19,7 +19,6 @@ pub(crate) struct RawOutputs {
 }
 
 /// A backend error whose message is the cause's own text (with `context` before it).
-#[allow(dead_code)]
 fn backend_err<E>(backend: &'static str, context: Option<&str>, e: E) -> Error
 where
     E: std::fmt::Display + Into<crate::error::Cause>,
@@ -32,7 +31,6 @@ where
 }
 
 /// A backend error with no underlying cause.
-#[allow(dead_code)]
 fn backend_msg(backend: &'static str, message: &str) -> Error {
     Error::Backend {
         backend,
