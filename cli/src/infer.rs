@@ -32,13 +32,28 @@ impl From<Backend> for nasnet_runtime::Backend {
     }
 }
 
-/// Opens a model directory on a backend and device (`cpu`, `cuda`, `cuda:N`).
+/// Makes glibc's allocator return large blocks (decoded photos, resize buffers) to the system
+/// when they are freed. By default it raises its `mmap` threshold after the first such block
+/// and keeps later ones in per-thread arenas, so decoding on every core holds tens of MB that
+/// no image needs any more (a classify over 12 MP photos peaked at about 200 MB instead of
+/// about 140). Elsewhere it does nothing.
+fn return_freed_images() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Opens a model directory on a backend and device (`cpu`, `cuda`, `cuda:N`), for a command
+/// that runs it over inputs.
 pub fn load(
     dir: &Path,
     backend: Backend,
     device: &str,
     threads: Option<usize>,
 ) -> anyhow::Result<Model> {
+    return_freed_images();
     let opts = Options {
         backend: backend.into(),
         device: device.parse().map_err(anyhow::Error::msg)?,
@@ -172,40 +187,68 @@ pub fn run_all(
             }
         }
     };
-    for input in inputs {
-        match input {
-            Input::Image(p) => match model.load_image(p) {
-                Ok(v) => {
-                    pending.push((p, v));
-                    if pending.len() == batch_size {
+    // Images are decoded one chunk ahead, on every core, while the model runs the chunk
+    // before; a chunk is a whole number of batches, so batching is as if decoded in turn.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk_len = batch_size * cores.div_ceil(batch_size);
+    let decode_chunk = |chunk: &[Input]| {
+        let paths: Vec<&Path> = chunk
+            .iter()
+            .filter_map(|i| match i {
+                Input::Image(p) => Some(p.as_path()),
+                Input::Npy(_) => None,
+            })
+            .collect();
+        model.load_images(&paths)
+    };
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut chunks = inputs.chunks(chunk_len);
+        let mut ahead = chunks.next().map(|c| (c, s.spawn(move || decode_chunk(c))));
+        while let Some((chunk, decoding)) = ahead.take() {
+            let decoded = decoding
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            ahead = chunks.next().map(|c| (c, s.spawn(move || decode_chunk(c))));
+            let mut decoded = decoded.into_iter();
+            for input in chunk {
+                match input {
+                    Input::Image(p) => match decoded.next() {
+                        Some(Ok(v)) => {
+                            pending.push((p, v));
+                            if pending.len() == batch_size {
+                                ok &= flush(&mut pending, &mut emit)?;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            report(e.into());
+                            ok = false;
+                        }
+                        None => unreachable!("one decoded result per image of the chunk"),
+                    },
+                    Input::Npy(p) => {
                         ok &= flush(&mut pending, &mut emit)?;
-                    }
-                }
-                Err(e) => {
-                    report(e.into());
-                    ok = false;
-                }
-            },
-            Input::Npy(p) => {
-                ok &= flush(&mut pending, &mut emit)?;
-                let out = read_npy(p).and_then(|(d, n, h, w)| Ok(model.run_sized(&d, n, h, w)?));
-                match out {
-                    Ok(out) => {
-                        for i in 0..out.batch {
-                            emit(p, Some(i), &out, i)?;
+                        let out =
+                            read_npy(p).and_then(|(d, n, h, w)| Ok(model.run_sized(&d, n, h, w)?));
+                        match out {
+                            Ok(out) => {
+                                for i in 0..out.batch {
+                                    emit(p, Some(i), &out, i)?;
+                                }
+                            }
+                            Err(e) => {
+                                report(e);
+                                ok = false;
+                            }
                         }
                     }
-                    Err(e) => {
-                        report(e);
-                        ok = false;
-                    }
+                }
+                if let Some(pb) = &progress {
+                    pb.inc(1);
                 }
             }
         }
-        if let Some(pb) = &progress {
-            pb.inc(1);
-        }
-    }
+        Ok(())
+    })?;
     ok &= flush(&mut pending, &mut emit)?;
     if let Some(pb) = progress {
         pb.finish_and_clear();
@@ -223,7 +266,6 @@ struct Record<'a> {
     predictions: Vec<nasnet_runtime::Prediction>,
 }
 
-/// `nasnet classify`: top-k per input on stdout (JSON Lines with `json`).
 /// Output format of `nasnet classify`.
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq, Debug)]
 pub enum ClassifyFormat {

@@ -284,6 +284,40 @@ impl Model {
         Ok(preprocess::load_image(path, &self.meta.preprocessing)?)
     }
 
+    /// Decodes and preprocesses image files as the model expects, on up to as many threads as
+    /// the machine has cores; the results are in the order of `paths`.
+    pub fn load_images(&self, paths: &[&Path]) -> Vec<Result<Vec<f32>>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(paths.len());
+        if threads <= 1 {
+            return paths.iter().map(|p| self.load_image(p)).collect();
+        }
+        // Thread t decodes paths t, t + threads, ...; the rows are put back in order.
+        let mut per_thread: Vec<Vec<Result<Vec<f32>>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    s.spawn(move || {
+                        paths
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .map(|p| self.load_image(p))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        let mut iters: Vec<_> = per_thread.iter_mut().map(|v| v.drain(..)).collect();
+        (0..paths.len())
+            .filter_map(|i| iters[i % threads].next())
+            .collect()
+    }
+
     /// Preprocesses pixels (`width x height`, `channels` 3 for RGB or 4 for RGBA, rows
     /// `stride` bytes apart) as the model expects.
     pub fn load_pixels(
