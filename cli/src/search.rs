@@ -85,6 +85,11 @@ pub struct SearchArgs {
     /// The queue's name: its streams are QUEUE:jobs and QUEUE:results.
     #[arg(long, default_value = "nasnet", requires = "redis")]
     queue: String,
+    /// With --redis: seconds a child may wait unanswered before the search checks that Redis
+    /// still holds its job, and publishes it again if Redis lost it (a restart without
+    /// persistence).
+    #[arg(long, default_value_t = 60.0, requires = "redis", value_name = "SECS")]
+    visibility_timeout: f64,
     /// Evolution: population size (the first this many children are random).
     #[arg(long, default_value_t = 100)]
     population: usize,
@@ -156,7 +161,9 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         eprintln!("note: --workers 1 keeps one child in flight, so only one worker is busy");
     }
     let ev = match &args.redis {
-        Some(url) => crate::worker::redis_evaluator(url, &args.queue, dir, &budget)?,
+        Some(url) => {
+            crate::worker::redis_evaluator(url, &args.queue, dir, &budget, args.visibility_timeout)?
+        }
         None => budget.evaluator(&candle_core::Device::Cpu)?,
     };
     let pb = if args.quiet {

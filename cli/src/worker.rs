@@ -19,11 +19,12 @@ pub struct WorkerArgs {
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// This worker's name in the consumer group (default: HOST-PID); unique among workers.
+    /// This worker's name in the consumer group (default: HOST-PID). A second live worker
+    /// with the same name on the queue is refused.
     #[arg(long)]
     name: Option<String>,
     /// Seconds a job may go without its worker's heartbeat before another worker takes it
-    /// over.
+    /// over (and a dead worker's name is free again).
     #[arg(long, default_value_t = 60.0)]
     visibility_timeout: f64,
     /// A job whose workers died this many times is answered as failed.
@@ -62,11 +63,11 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         cache: nasnet_runtime::nasnet_home(),
         max_jobs: args.max_jobs,
     };
-    eprintln!(
-        "worker {} on {} (queue {}), waiting for jobs",
-        opts.name, opts.url, opts.queue.name
-    );
     nasnet_queue::run_worker(&opts, |event| match event {
+        WorkerEvent::Ready => eprintln!(
+            "worker {} on {} (queue {}), waiting for jobs",
+            opts.name, opts.url, opts.queue.name
+        ),
         WorkerEvent::Started { job, reclaimed } => eprintln!(
             "job {job} started{}",
             if reclaimed { " (taken over)" } else { "" }
@@ -95,7 +96,12 @@ pub fn redis_evaluator(
     queue: &str,
     dir: &Path,
     budget: &ChildBudget,
+    visibility_timeout: f64,
 ) -> anyhow::Result<Arc<dyn Evaluator>> {
+    anyhow::ensure!(
+        visibility_timeout > 0.0,
+        "--visibility-timeout must be positive"
+    );
     let dataset = match budget.synthetic_delay()? {
         Some(_) => None,
         None => Some(DatasetRef::new(
@@ -104,11 +110,7 @@ pub fn redis_evaluator(
         )?),
     };
     let id = nasnet_queue::search_id(dir)?;
-    Ok(Arc::new(RedisEvaluator::connect(
-        url,
-        Queue::new(queue),
-        &id,
-        budget.clone(),
-        dataset,
-    )?))
+    let mut ev = RedisEvaluator::connect(url, Queue::new(queue), &id, budget.clone(), dataset)?;
+    ev.republish_after = Duration::from_secs_f64(visibility_timeout);
+    Ok(Arc::new(ev))
 }

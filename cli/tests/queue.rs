@@ -11,11 +11,49 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A private `redis-server` on a free port, stopped on drop.
+/// A private `redis-server` on a free port, without persistence, stopped on drop.
 struct Redis {
     child: Child,
     url: String,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn spawn(port: u16, dir: &Path) -> Child {
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        let t0 = Instant::now();
+        loop {
+            let ping = redis::Client::open(self.url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if ping.is_ok() {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server (SIGKILL: it loses everything) and starts an empty one on its port.
+    fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.port, self.dir.path());
+        self.wait_ready();
+    }
 }
 
 impl Drop for Redis {
@@ -46,33 +84,15 @@ fn redis() -> Option<Redis> {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("redis://127.0.0.1:{port}/");
+    let child = Redis::spawn(port, dir.path());
     let r = Redis {
         child,
-        url,
-        _dir: dir,
+        url: format!("redis://127.0.0.1:{port}/"),
+        port,
+        dir,
     };
-    let t0 = Instant::now();
-    loop {
-        let ping = redis::Client::open(r.url.as_str())
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if ping.is_ok() {
-            return Some(r);
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "redis-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    r.wait_ready();
+    Some(r)
 }
 
 fn query<T: redis::FromRedisValue>(url: &str, cmd: &mut redis::Cmd) -> T {
@@ -106,9 +126,39 @@ fn records(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Each proposed child has exactly one result, and the queue ran each job once: as many
-/// results on the result stream as jobs published.
-fn assert_each_child_finished_once(dir: &Path, url: &str, queue: &str, budget: usize) {
+/// Each proposed child has exactly one result; the workers (their logs) trained each job
+/// once: as many answers as jobs published; and the search deleted every result it took
+/// from the result stream.
+fn assert_each_child_finished_once(
+    dir: &Path,
+    url: &str,
+    queue: &str,
+    budget: usize,
+    worker_logs: &[&Path],
+) {
+    let results = assert_each_child_has_one_result(dir, budget);
+    let published: usize = query(url, redis::cmd("HLEN").arg(format!("{queue}:published")));
+    let trained = results.iter().filter(|r| r["cached"] != true).count();
+    assert_eq!(published, trained, "jobs published vs children trained");
+    let answered: usize = worker_logs
+        .iter()
+        .map(|l| {
+            std::fs::read_to_string(l)
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains(" done: reward "))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        answered, published,
+        "a job was answered twice (trained again)"
+    );
+    assert_results_trimmed(url, queue);
+}
+
+/// The journal has one result per proposed child, and no failure.
+fn assert_each_child_has_one_result(dir: &Path, budget: usize) -> Vec<serde_json::Value> {
     let proposals = records(dir, "proposal");
     let results = records(dir, "result");
     assert_eq!(proposals.len(), budget);
@@ -122,13 +172,14 @@ fn assert_each_child_finished_once(dir: &Path, url: &str, queue: &str, budget: u
         "a child finished twice: {per_id:?}"
     );
     assert!(records(dir, "failed").is_empty());
-    let published: usize = query(url, redis::cmd("HLEN").arg(format!("{queue}:published")));
-    let answered: usize = query(url, redis::cmd("XLEN").arg(format!("{queue}:results")));
-    let trained = results.iter().filter(|r| r["cached"] != true).count();
-    assert_eq!(published, trained, "jobs published vs children trained");
+    results
+}
+
+fn assert_results_trimmed(url: &str, queue: &str) {
+    let left: usize = query(url, redis::cmd("XLEN").arg(format!("{queue}:results")));
     assert_eq!(
-        answered, published,
-        "a job was answered twice (trained again)"
+        left, 0,
+        "results the search took are deleted from the stream"
     );
 }
 
@@ -194,7 +245,7 @@ fn a_worker_killed_mid_job_has_its_job_taken_over() {
     assert!(status.success());
     let log = std::fs::read_to_string(&log_b).unwrap();
     assert!(log.contains("(taken over)"), "worker b's log:\n{log}");
-    assert_each_child_finished_once(&dir, &r.url, "q1", 6);
+    assert_each_child_finished_once(&dir, &r.url, "q1", 6, &[&log_a, &log_b]);
 }
 
 #[test]
@@ -202,8 +253,9 @@ fn a_killed_controller_resumes_and_no_job_runs_twice() {
     let Some(r) = redis() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("search");
-    let a = worker(&r.url, "q2", "a", &tmp.path().join("a.log"), "10");
-    let b = worker(&r.url, "q2", "b", &tmp.path().join("b.log"), "10");
+    let (log_a, log_b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = worker(&r.url, "q2", "a", &log_a, "10");
+    let b = worker(&r.url, "q2", "b", &log_b, "10");
     let d = dir.to_str().unwrap();
     let args = search_args(&r.url, "q2", d, "8");
     let mut search = nasnet().command().args(&args).spawn().unwrap();
@@ -220,7 +272,7 @@ fn a_killed_controller_resumes_and_no_job_runs_twice() {
     stop(a);
     stop(b);
     ok(&out);
-    assert_each_child_finished_once(&dir, &r.url, "q2", 8);
+    assert_each_child_finished_once(&dir, &r.url, "q2", 8, &[&log_a, &log_b]);
 }
 
 #[test]
@@ -388,5 +440,72 @@ fn jobs_nobody_can_run_are_answered_failed_and_garbage_is_dropped() {
         log.contains("job s/mismatched left for another worker")
             && log.contains("not the search's dataset"),
         "{log}"
+    );
+}
+
+#[test]
+fn a_redis_restart_without_persistence_loses_no_child() {
+    let Some(mut r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("search");
+    let (log_a, log_b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let a = worker(&r.url, "q5", "a", &log_a, "2");
+    let b = worker(&r.url, "q5", "b", &log_b, "2");
+    let d = dir.to_str().unwrap();
+    let mut args = search_args(&r.url, "q5", d, "8");
+    args.extend(["--visibility-timeout", "2"]);
+    let mut search = nasnet().command().args(&args).spawn().unwrap();
+    wait_for("two results", Duration::from_secs(60), || {
+        records(&dir, "result").len() >= 2
+    });
+    // Jobs in the stream, jobs on the workers, results not yet read: all gone.
+    r.restart_empty();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = search.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "the search hung");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop(a);
+    stop(b);
+    assert!(status.success());
+    assert_each_child_has_one_result(&dir, 8);
+    assert_results_trimmed(&r.url, "q5");
+}
+
+#[test]
+fn a_second_live_worker_with_the_same_name_is_refused() {
+    let Some(r) = redis() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("a.log");
+    let first = worker(&r.url, "q6", "a", &log, "1");
+    wait_for("the first worker", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("waiting for jobs"))
+    });
+    let args = ["worker", "--redis", &r.url, "--queue", "q6", "--name", "a"];
+    let e = nasnet().fails_with_status_2(&args);
+    assert!(
+        e.contains("a live worker is already named \"a\"") && e.contains("q6"),
+        "{e}"
+    );
+    // Another queue, or another name, is fine; and once the first is dead (its name not
+    // renewed for the visibility timeout), the name is free again.
+    let other = tmp.path().join("b.log");
+    let second = worker(&r.url, "q6", "b", &other, "1");
+    stop(first);
+    std::thread::sleep(Duration::from_millis(1500));
+    let log2 = tmp.path().join("a2.log");
+    let again = worker(&r.url, "q6", "a", &log2, "1");
+    wait_for("the name taken again", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log2).is_ok_and(|l| l.contains("waiting for jobs"))
+    });
+    stop(again);
+    stop(second);
+    assert!(
+        std::fs::read_to_string(&other)
+            .unwrap()
+            .contains("waiting for jobs")
     );
 }

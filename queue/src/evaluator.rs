@@ -19,14 +19,26 @@ use crate::dataset::DatasetRef;
 use crate::job::{GROUP, Job, JobResult, Outcome, Queue};
 use crate::{Error, Result};
 
-/// Publishes the job unless this search already did, atomically.
+/// Publishes a job unless it is done or already in the stream, atomically: returns the
+/// result (JSON) of a job that is done, 1 for a job published now and 0 for one that waits in
+/// the stream. A job whose stream entry is gone (Redis restarted without its data, or the
+/// entry was deleted) is published again.
 const PUBLISH: &str = r"
-if redis.call('HSETNX', KEYS[1], ARGV[1], 'pending') == 1 then
-  local entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
-  redis.call('HSET', KEYS[1], ARGV[1], entry)
-  return 1
-end
-return 0";
+local done = redis.call('HGET', KEYS[3], ARGV[1])
+if done then return done end
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if entry and #redis.call('XRANGE', KEYS[2], entry, entry) > 0 then return 0 end
+entry = redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], entry)
+return 1";
+
+/// What [`PUBLISH`] found.
+enum Published {
+    /// The job waits in the stream (just published, or before).
+    Waiting,
+    /// The job is done: its result.
+    Done(JobResult),
+}
 
 pub(crate) fn redis_error(url: &str) -> impl Fn(redis::RedisError) -> Error + '_ {
     move |e| Error::Redis {
@@ -90,8 +102,8 @@ pub fn search_id(dir: &Path) -> Result<String> {
 
 #[derive(Default)]
 struct State {
-    /// The first result of each of this search's jobs.
-    results: HashMap<String, Outcome>,
+    /// The first result of each of this search's jobs, and its entry in the result stream.
+    results: HashMap<String, (Outcome, String)>,
     /// Since when Redis has been unreachable, and why.
     down: Option<(Instant, String)>,
 }
@@ -114,6 +126,9 @@ pub struct RedisEvaluator {
     collector: Option<JoinHandle<()>>,
     /// How long Redis may stay unreachable before the search stops.
     pub patience: Duration,
+    /// How often a job still unanswered is checked for in Redis, and published again if
+    /// Redis lost it (a restart without persistence).
+    pub republish_after: Duration,
 }
 
 impl RedisEvaluator {
@@ -157,24 +172,68 @@ impl RedisEvaluator {
             shared,
             collector: Some(collector),
             patience: Duration::from_secs(300),
+            republish_after: Duration::from_secs(60),
         })
     }
 
-    fn publish(&self, job: &Job) -> redis::RedisResult<()> {
+    /// Publishes the job unless it is done or waiting in the stream (see [`PUBLISH`]).
+    fn publish(&self, job: &Job) -> redis::RedisResult<Published> {
         let mut con = self
             .client
             .get_connection_with_timeout(Duration::from_secs(10))?;
         let text = serde_json::to_string(job).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "job", e.to_string()))
         })?;
-        redis::cmd("EVAL")
+        let found: redis::Value = redis::cmd("EVAL")
             .arg(PUBLISH)
-            .arg(2)
+            .arg(3)
             .arg(self.queue.published())
             .arg(self.queue.jobs())
+            .arg(self.queue.done())
             .arg(&job.id)
             .arg(text)
-            .exec(&mut con)
+            .query(&mut con)?;
+        Ok(match found {
+            redis::Value::BulkString(b) => match serde_json::from_slice::<JobResult>(&b) {
+                Ok(r) => Published::Done(r),
+                // Not a result: the stream will bring it.
+                Err(_) => Published::Waiting,
+            },
+            _ => Published::Waiting,
+        })
+    }
+
+    /// [`Self::publish`], retrying while Redis is unreachable for up to [`Self::patience`].
+    fn publish_patiently(&self, job: &Job) -> Result<Published, EvalError> {
+        let t0 = Instant::now();
+        loop {
+            match self.publish(job) {
+                Ok(p) => return Ok(p),
+                Err(e) if t0.elapsed() > self.patience => {
+                    return Err(EvalError::Unavailable(format!(
+                        "Redis at {}: {e}",
+                        self.url
+                    )));
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    }
+
+    /// Deletes a result this search has taken from the result stream: `Q:done` keeps it for
+    /// a resumed search, so the stream need not.
+    fn trim(&self, entry: &str) {
+        let deleted = self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .and_then(|mut con| con.xdel::<_, _, usize>(self.queue.results(), &[entry]));
+        if let Err(e) = deleted {
+            tracing::warn!(
+                "Redis at {}: cannot delete result {entry} from {}: {e}",
+                self.url,
+                self.queue.results()
+            );
+        }
     }
 }
 
@@ -212,7 +271,10 @@ fn collect(client: &redis::Client, queue: &Queue, prefix: &str, shared: &Shared)
                         continue;
                     };
                     if r.job.starts_with(prefix) {
-                        state.results.entry(r.job).or_insert(r.outcome);
+                        state
+                            .results
+                            .entry(r.job)
+                            .or_insert((r.outcome, entry.id.clone()));
                     }
                 }
             }
@@ -241,29 +303,44 @@ impl Evaluator for RedisEvaluator {
         };
         let unavailable =
             |problem: String| EvalError::Unavailable(format!("Redis at {}: {problem}", self.url));
-        let t0 = Instant::now();
-        while let Err(e) = self.publish(&job) {
-            if t0.elapsed() > self.patience {
-                return Err(unavailable(e.to_string()));
-            }
-            std::thread::sleep(Duration::from_secs(1));
+        let outcome = |o: &Outcome| match o {
+            Outcome::Ok(r) => Ok(r.clone()),
+            Outcome::Failed(e) => Err(EvalError::Child(e.clone())),
+        };
+        if let Published::Done(r) = self.publish_patiently(&job)? {
+            return outcome(&r.outcome);
         }
+        let mut published = Instant::now();
         let mut state = self
             .shared
             .state
             .lock()
             .map_err(|_| unavailable("the result collector stopped".into()))?;
         loop {
-            if let Some(outcome) = state.results.get(&job.id) {
-                return match outcome {
-                    Outcome::Ok(r) => Ok(r.clone()),
-                    Outcome::Failed(e) => Err(EvalError::Child(e.clone())),
-                };
+            if let Some((o, entry)) = state.results.get(&job.id) {
+                let (o, entry) = (o.clone(), entry.clone());
+                drop(state);
+                self.trim(&entry);
+                return outcome(&o);
             }
             if let Some((since, problem)) = &state.down
                 && since.elapsed() > self.patience
             {
                 return Err(unavailable(problem.clone()));
+            }
+            if state.down.is_none() && published.elapsed() > self.republish_after {
+                // Neither answered nor seen for a while: make sure Redis still has the job.
+                drop(state);
+                if let Published::Done(r) = self.publish_patiently(&job)? {
+                    return outcome(&r.outcome);
+                }
+                published = Instant::now();
+                state = self
+                    .shared
+                    .state
+                    .lock()
+                    .map_err(|_| unavailable("the result collector stopped".into()))?;
+                continue;
             }
             state = self
                 .shared

@@ -35,7 +35,8 @@ impl Queue {
         format!("{}:published", self.name)
     }
 
-    /// Hash of the jobs finished (job id -> result entry).
+    /// Hash of the jobs finished (job id -> its [`JobResult`], JSON): kept after the result
+    /// stream is trimmed.
     pub fn done(&self) -> String {
         format!("{}:done", self.name)
     }

@@ -10,9 +10,15 @@
 //!   for the visibility timeout; a live worker keeps its job's idle time low by re-claiming it.
 //! - `Q:results` is a stream of results. A job's id is the search's id and the cell's hash, so
 //!   a job is published once per search (`Q:published`), and the controller records the first
-//!   result of each job and ignores repeats.
+//!   result of each job and ignores repeats. The controller deletes each result it has taken.
 //! - `Q:done` maps each finished job to its result, so a worker that takes over a job whose
-//!   result was written just before its first worker died does not run it again.
+//!   result was written just before its first worker died does not run it again, and a
+//!   resumed search finds the results it had not journaled.
+//! - A job neither answered nor in `Q:jobs` (Redis restarted without persistence) is
+//!   published again by the controller once it has waited the visibility timeout.
+//! - `Q:worker:NAME` holds a live worker's name, renewed while it runs: a second worker with
+//!   the same name is refused; the name is free again a visibility timeout after its worker
+//!   died.
 //!
 //! Datasets are referenced, not shipped: a job names its dataset by path or URL with the
 //! sha256 of its files ([`DatasetRef`]), and each worker resolves and checks it.
@@ -34,6 +40,16 @@ pub enum Error {
     Redis { url: String, problem: String },
     #[error("{path}: {problem}")]
     Dataset { path: String, problem: String },
+    /// Another live worker has this worker's name.
+    #[error(
+        "queue {queue}: a live worker is already named {name:?} (its name is free again \
+         {timeout:.0?} after it stops); choose another --name"
+    )]
+    NameTaken {
+        queue: String,
+        name: String,
+        timeout: std::time::Duration,
+    },
     #[error("{path}: {error}")]
     Io { path: String, error: std::io::Error },
     /// A download.

@@ -39,6 +39,8 @@ pub struct WorkerOptions {
 /// What a worker reports as it goes.
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
+    /// Connected, with its name: waiting for jobs.
+    Ready,
     Started {
         job: String,
         reclaimed: bool,
@@ -67,6 +69,8 @@ pub fn run_worker(opts: &WorkerOptions, mut on_event: impl FnMut(WorkerEvent)) -
     let client = redis::Client::open(url).map_err(redis_error(url))?;
     let mut con = connect(&client).map_err(redis_error(url))?;
     ensure_group(&mut con, &opts.queue).map_err(redis_error(url))?;
+    let _name = NameLease::take(&client, &mut con, opts)?;
+    on_event(WorkerEvent::Ready);
     let mut evaluators = Evaluators::new();
     let mut done = 0usize;
     while opts.max_jobs.is_none_or(|m| done < m) {
@@ -92,7 +96,9 @@ pub fn run_worker(opts: &WorkerOptions, mut on_event: impl FnMut(WorkerEvent)) -
                     problem: format!("Redis at {url}: {e}"),
                 });
                 std::thread::sleep(Duration::from_secs(1));
-                if let Ok(c) = connect(&client) {
+                if let Ok(mut c) = connect(&client) {
+                    // A Redis that restarted without its data has lost the group too.
+                    let _ = ensure_group(&mut c, &opts.queue);
                     con = c;
                 }
             }
@@ -160,11 +166,11 @@ fn answer(
         .arg("job")
         .arg(&result.job)
         .arg("result")
-        .arg(text)
+        .arg(&text)
         .cmd("HSET")
         .arg(queue.done())
         .arg(&result.job)
-        .arg(entry)
+        .arg(&text)
         .ignore()
         .cmd("XACK")
         .arg(queue.jobs())
@@ -327,36 +333,18 @@ fn evaluator_for(
     Ok(ev)
 }
 
-/// Keeps a job's pending entry fresh while it runs, by re-claiming it for this worker every
-/// third of the visibility timeout, so that no other worker takes it over.
-struct Lease {
+/// Runs `f` every `period` on a thread of its own until dropped.
+struct Periodic {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Lease {
-    fn start(client: &redis::Client, opts: &WorkerOptions, entry: &str) -> Self {
+impl Periodic {
+    fn start(period: Duration, mut f: impl FnMut() + Send + 'static) -> Self {
         let (tx, rx) = mpsc::channel::<()>();
-        let (client, opts, entry) = (client.clone(), opts.clone(), entry.to_owned());
-        let every = opts.visibility_timeout / 3;
         let thread = std::thread::spawn(move || {
-            let mut con = None;
-            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                if con.is_none() {
-                    con = connect(&client).ok();
-                }
-                let Some(c) = con.as_mut() else { continue };
-                let renewed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                    .arg(opts.queue.jobs())
-                    .arg(GROUP)
-                    .arg(&opts.name)
-                    .arg(0)
-                    .arg(&entry)
-                    .arg("JUSTID")
-                    .query(c);
-                if renewed.is_err() {
-                    con = None;
-                }
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(period) {
+                f();
             }
         });
         Self {
@@ -366,11 +354,133 @@ impl Lease {
     }
 }
 
-impl Drop for Lease {
+impl Drop for Periodic {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Runs `cmd` on a connection that is made again after an error.
+fn with_connection(
+    client: &redis::Client,
+    con: &mut Option<redis::Connection>,
+    cmd: &redis::Cmd,
+) -> Option<redis::Value> {
+    if con.is_none() {
+        *con = connect(client).ok();
+    }
+    let c = con.as_mut()?;
+    match cmd.query(c) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            *con = None;
+            None
+        }
+    }
+}
+
+/// Keeps a job's pending entry fresh while it runs, by re-claiming it for this worker every
+/// third of the visibility timeout, so that no other worker takes it over.
+struct Lease {
+    _renewing: Periodic,
+}
+
+impl Lease {
+    fn start(client: &redis::Client, opts: &WorkerOptions, entry: &str) -> Self {
+        let client = client.clone();
+        let mut cmd = redis::cmd("XCLAIM");
+        cmd.arg(opts.queue.jobs())
+            .arg(GROUP)
+            .arg(&opts.name)
+            .arg(0)
+            .arg(entry)
+            .arg("JUSTID");
+        let mut con = None;
+        Self {
+            _renewing: Periodic::start(opts.visibility_timeout / 3, move || {
+                with_connection(&client, &mut con, &cmd);
+            }),
+        }
+    }
+}
+
+/// Sets `KEYS[1]` to this worker's token for `ARGV[2]` ms unless another worker holds it.
+const CLAIM_NAME: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
+
+/// Deletes `KEYS[1]` if this worker holds it.
+const RELEASE_NAME: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+/// This worker's name in `Q:worker:NAME`, held while it runs: taken at start (refused when a
+/// live worker has it), renewed every third of the visibility timeout, expiring a visibility
+/// timeout after the worker stops renewing it, released on a clean exit.
+struct NameLease {
+    renew: Option<Periodic>,
+    client: redis::Client,
+    key: String,
+    token: String,
+}
+
+impl NameLease {
+    fn take(
+        client: &redis::Client,
+        con: &mut redis::Connection,
+        opts: &WorkerOptions,
+    ) -> Result<Self> {
+        let key = format!("{}:worker:{}", opts.queue.name, opts.name);
+        let token = format!(
+            "{}:{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let ttl = opts.visibility_timeout.as_millis().max(1) as u64;
+        let mut claim = redis::cmd("EVAL");
+        claim.arg(CLAIM_NAME).arg(1).arg(&key).arg(&token).arg(ttl);
+        let taken: i64 = claim.query(con).map_err(redis_error(&opts.url))?;
+        if taken == 0 {
+            return Err(crate::Error::NameTaken {
+                queue: opts.queue.name.clone(),
+                name: opts.name.clone(),
+                timeout: opts.visibility_timeout,
+            });
+        }
+        let renew = {
+            let client = client.clone();
+            let mut con = None;
+            Periodic::start(opts.visibility_timeout / 3, move || {
+                with_connection(&client, &mut con, &claim);
+            })
+        };
+        Ok(Self {
+            renew: Some(renew),
+            client: client.clone(),
+            key,
+            token,
+        })
+    }
+}
+
+impl Drop for NameLease {
+    fn drop(&mut self) {
+        // Stop renewing first, so that nothing sets the name again after its release.
+        drop(self.renew.take());
+        if let Ok(mut con) = connect(&self.client) {
+            let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+                .arg(RELEASE_NAME)
+                .arg(1)
+                .arg(&self.key)
+                .arg(&self.token)
+                .query(&mut con);
         }
     }
 }

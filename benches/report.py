@@ -1,0 +1,292 @@
+"""One benchmark run, one report: writes docs/benchmarks.md and docs/benchmarks.svg.
+
+  python benches/report.py [--threads 2] [--runs 20] [--rounds 3] [--skip-large]
+
+In one run on one machine it measures, for NASNet-A Mobile and Large on synthetic weights:
+batch 1 latency and batch 8 throughput of nasnet's backends (ort, tract, candle) beside ONNX
+Runtime's Python package on the same ONNX and, where PyTorch is installed (with
+pretrainedmodels for Mobile, timm for Large), on the graph `torch.onnx.export` writes and
+PyTorch eager; then `nasnet classify` end to end on ten 640x480 and ten 12 MP JPEGs per
+backend (per image, and as a ratio to the same backend's inference), `nasnet classify` from
+start to first result (second start on), peak RSS, and the size of the tract-only C library,
+stripped. Every figure that is compared is a ratio between runs made here, in interleaved
+rounds: the absolute speed of a machine drifts by tens of percent between runs.
+
+Needs: numpy, onnxruntime, pillow, matplotlib (benches/requirements.txt); torch,
+pretrainedmodels and timm are optional. Not part of `cargo test`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+NASNET = os.path.join(ROOT, "target", "release", "nasnet")
+LATENCY = os.path.join(ROOT, "target", "release", "examples", "latency")
+PHOTO = os.path.join(ROOT, "tests", "fixtures", "images", "phone12mp.jpg")
+ARCHS = {"mobile": "nasnet-a-mobile", "large": "nasnet-a-large"}
+BACKENDS = ["ort", "tract", "candle"]
+
+
+def cargo(*args):
+    subprocess.run(["cargo", *args], cwd=ROOT, check=True)
+
+
+def median_ms(fn, runs):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def timed(cmd):
+    """Wall seconds and peak RSS (MiB) of a command, which must succeed. The RSS comes from
+    GNU time (`/usr/bin/time`): a child forked from this Python process starts with its
+    resident pages counted, so the rusage of os.wait4 would report this process's size."""
+    gnu_time = shutil.which("time", path="/usr/bin:/bin")
+    with tempfile.NamedTemporaryFile("r") as rss:
+        full = [gnu_time, "-f", "%M", "-o", rss.name] + cmd if gnu_time else cmd
+        t = time.perf_counter()
+        p = subprocess.run(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.decode()}")
+        text = rss.read().strip()
+    return wall, (int(text.splitlines()[-1]) / 1024 if text else float("nan"))
+
+
+def nasnet_latency(model_dir, backend, batch, runs, threads):
+    out = subprocess.run([LATENCY, model_dir, backend, str(batch), str(runs), str(threads)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])["median_ms"]
+
+
+def torch_stacks(arch, model_dir, x, threads, runs):
+    """PyTorch eager and ONNX Runtime on torch's export, when PyTorch is installed."""
+    try:
+        import torch
+        sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
+        from compare import torch_model
+        net = torch_model(ARCHS[arch], os.path.join(model_dir, "model.safetensors"))
+    except Exception as e:  # PyTorch or the reference packages are optional
+        print(f"PyTorch stacks skipped: {e}", file=sys.stderr)
+        return {}
+    import onnxruntime as ort
+    torch.set_num_threads(threads)
+    exported = os.path.join(model_dir, "torch.onnx")
+    torch.onnx.export(net, torch.from_numpy(x[:1]), exported, input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False,
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    theirs = ort.InferenceSession(exported, so, providers=["CPUExecutionProvider"])
+
+    def eager(batch):
+        xt = torch.from_numpy(x[:batch])
+        with torch.inference_mode():
+            return median_ms(lambda: net(xt), runs)
+
+    return {
+        "ONNX Runtime Python, torch.onnx.export graph":
+            lambda b: median_ms(lambda: theirs.run(None, {"x": x[:b]}), runs),
+        f"PyTorch {torch.__version__.split('+')[0]} eager": eager,
+    }
+
+
+def inference(arch, model_dir, args):
+    """{stack: {batch: ms}} over interleaved rounds."""
+    import onnxruntime as ort
+    with open(os.path.join(model_dir, "model.json")) as f:
+        size = json.load(f)["preprocessing"]["crop"]
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 3, size, size)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = args.threads, 1
+    ours = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so,
+                                providers=["CPUExecutionProvider"])
+    runs = args.runs if arch == "mobile" else max(3, args.runs // 4)
+    stacks = {f"nasnet {b}": (lambda b: lambda batch: nasnet_latency(model_dir, b, batch, runs, args.threads))(b)
+              for b in BACKENDS}
+    stacks[f"ONNX Runtime {ort.__version__} Python, nasnet's ONNX"] = \
+        lambda b: median_ms(lambda: ours.run(None, {"image": x[:b]}), runs)
+    stacks.update(torch_stacks(arch, model_dir, x, args.threads, runs))
+    results = {name: {1: [], 8: []} for name in stacks}
+    for _ in range(args.rounds):
+        for name, fn in stacks.items():
+            for batch in (1, 8):
+                try:
+                    results[name][batch].append(fn(batch))
+                except Exception as e:  # a missing backend is reported, not fatal
+                    print(f"{arch} {name} batch {batch}: {e}", file=sys.stderr)
+    return {n: {b: statistics.median(v) for b, v in r.items() if v} for n, r in results.items()}
+
+
+def photos(tmp):
+    """Ten 12 MP JPEGs (the test photo) and ten 640x480 ones made from it."""
+    from PIL import Image
+    sets = {"12mp": os.path.join(tmp, "12mp"), "vga": os.path.join(tmp, "vga")}
+    for d in sets.values():
+        os.makedirs(d)
+    vga = Image.open(PHOTO).resize((640, 480), Image.LANCZOS)
+    for i in range(10):
+        shutil.copy(PHOTO, os.path.join(sets["12mp"], f"{i}.jpg"))
+        vga.save(os.path.join(sets["vga"], f"{i}.jpg"), quality=90)
+    return sets
+
+
+def end_to_end(model_dir, sets, args):
+    """Per backend: classify's cost per image (ten images minus one), peak RSS, start to first
+    result (the second of two starts)."""
+    out = {}
+    for backend in ["ort", "tract"]:
+        base = [NASNET, "classify", "--model", model_dir, "--backend", backend,
+                "--batch-size", "1", "--threads", str(args.threads)]
+        row = {}
+        for name, d in sets.items():
+            one, many, rss = [], [], []
+            for _ in range(args.rounds):
+                one.append(timed(base + [os.path.join(d, "0.jpg")])[0])
+                w, r = timed(base + [d])
+                many.append(w)
+                rss.append(r)
+            row[name] = (statistics.median(many) - statistics.median(one)) * 1e3 / 9
+            row[f"{name}_rss"] = max(rss)
+        timed(base + [os.path.join(sets["vga"], "0.jpg")])
+        row["first"] = statistics.median(
+            timed(base + [os.path.join(sets["vga"], "0.jpg")])[0] for _ in range(args.rounds))
+        out[backend] = row
+    return out
+
+
+def library_size(tmp):
+    cargo("build", "--release", "-q", "--locked", "-p", "nasnet-bindings",
+          "--no-default-features", "--features", "tract")
+    lib = os.path.join(ROOT, "target", "release", "libnasnet.so")
+    stripped = os.path.join(tmp, "libnasnet.so")
+    subprocess.run(["strip", "-o", stripped, lib], check=True)
+    # Leave the default (tract + ort) library in place for the tests that load it.
+    cargo("build", "--release", "-q", "--locked", "-p", "nasnet-bindings")
+    return os.path.getsize(stripped) / 2**20
+
+
+def chart(results, path):
+    import matplotlib
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+    archs = list(results)
+    fig, axes = plt.subplots(1, len(archs), figsize=(6 * len(archs), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, arch in zip(axes, archs):
+        rows = sorted(results[arch].items(), key=lambda kv: kv[1].get(1, 1e9))
+        names = [n for n, _ in rows]
+        ms = [r.get(1, 0) for _, r in rows]
+        ax.barh(names, ms, color=["#3b6ea8" if n.startswith("nasnet") else "#999999" for n in names])
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per image, batch 1 (lower is better)")
+        ax.set_title(f"NASNet-A {arch.capitalize()}")
+        for y, v in enumerate(ms):
+            ax.text(v, y, f" {v:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def report(inf, e2e, lib_mb, args, took):
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `python benches/report.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` "
+        f"on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}), {args.threads} threads, "
+        f"synthetic weights, median of {args.rounds} interleaved rounds; the run took "
+        f"{took / 60:.0f} minutes. Compare ratios, not milliseconds: a machine's speed drifts "
+        "between runs.",
+        "",
+        "![batch 1 latency](benchmarks.svg)",
+        "",
+    ]
+    for arch, rows in inf.items():
+        ref_name = next((n for n in rows if "torch.onnx" in n), None) or \
+            next(n for n in rows if "Python" in n)
+        ref = rows[ref_name]
+        lines += [f"## NASNet-A {arch.capitalize()}: inference", "",
+                  f"Ratios are to {ref_name}.", "",
+                  "| stack | batch 1, ms | ratio | batch 8, images/s | ratio |",
+                  "|---|---|---|---|---|"]
+        for name, r in sorted(rows.items(), key=lambda kv: kv[1].get(1, 1e9)):
+            b1 = f"{r[1]:.1f} | {r[1] / ref[1]:.2f}x" if 1 in r else "- | -"
+            b8 = f"{8e3 / r[8]:.1f} | {ref[8] / r[8]:.2f}x" if 8 in r else "- | -"
+            lines.append(f"| {name} | {b1} | {b8} |")
+        lines.append("")
+    if e2e:
+        mobile = inf["mobile"]
+        lines += ["## NASNet-A Mobile: `nasnet classify` end to end", "",
+                  "Per image, batch size 1: ten images minus one, so the model's opening is not "
+                  "counted; the ratio is to the same backend's batch 1 inference above. Start to "
+                  "first result: one 640x480 image, from the second start on (the file cache "
+                  "warm).", "",
+                  "| backend | 640x480 JPEG, ms | ratio | 12 MP JPEG, ms | ratio | start to first result, s | peak RSS (12 MP), MiB |",
+                  "|---|---|---|---|---|---|---|"]
+        for backend, r in e2e.items():
+            inf_ms = mobile[f"nasnet {backend}"][1]
+            lines.append(f"| {backend} | {r['vga']:.1f} | {r['vga'] / inf_ms:.2f}x | {r['12mp']:.1f} | "
+                         f"{r['12mp'] / inf_ms:.2f}x | {r['first']:.2f} | {r['12mp_rss']:.0f} |")
+        lines.append("")
+    if lib_mb is not None:
+        lines += ["## The C library", "",
+                  f"`libnasnet.so` built with the tract backend only (`cargo build --release -p "
+                  f"nasnet-bindings --no-default-features --features tract`), stripped: "
+                  f"{lib_mb:.1f} MiB.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--skip-large", action="store_true", help="Mobile only (Large takes most of the time)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    args = ap.parse_args()
+    start = time.perf_counter()
+    cargo("build", "--release", "-q", "--locked", "-p", "nasnet-cli")
+    cargo("build", "--release", "-q", "--locked", "--example", "latency")
+    tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
+    try:
+        lib_mb = library_size(tmp)
+        models = {}
+        for arch in ["mobile"] + ([] if args.skip_large else ["large"]):
+            models[arch] = os.path.join(tmp, arch)
+            subprocess.run([NASNET, "synthetic", "--arch", ARCHS[arch], "-o", models[arch]],
+                           check=True, stdout=subprocess.DEVNULL)
+        inf = {arch: inference(arch, d, args) for arch, d in models.items()}
+        e2e = end_to_end(models["mobile"], photos(tmp), args)
+        svg = os.path.splitext(args.out)[0] + ".svg"
+        chart(inf, svg)
+        text = report(inf, e2e, lib_mb, args, time.perf_counter() - start)
+        part = args.out + ".partial"
+        with open(part, "w") as f:
+            f.write(text)
+        os.replace(part, args.out)
+        print(text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
