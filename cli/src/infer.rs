@@ -144,7 +144,7 @@ pub fn run_all(
     mut emit: impl FnMut(&Path, Option<usize>, &Outputs, usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<bool> {
     let batch_size = batch_size.max(1);
-    let progress = (inputs.len() > batch_size).then(|| {
+    let progress = (inputs.len() > batch_size && !crate::quiet()).then(|| {
         let pb = indicatif::ProgressBar::new(inputs.len() as u64);
         pb.set_style(
             indicatif::ProgressStyle::with_template(

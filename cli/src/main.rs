@@ -23,6 +23,42 @@ use nasnet_zoo::import::{ImportOptions, SourceFormat};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Only results and errors: no progress bars, notes or warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More diagnostics from nasnet and its libraries (downloads, ONNX Runtime): -v info, -vv
+    /// debug, -vvv trace (--quiet wins). RUST_LOG (e.g. `RUST_LOG=ort=debug`) overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--quiet` was given: progress bars and notes are left out.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sends the diagnostics of nasnet and of its libraries (`tracing` events and `log` records:
+/// hf-hub, reqwest, ONNX Runtime) to stderr: warnings by default, less with `--quiet`, more
+/// with `-v`; `RUST_LOG` overrides.
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Fails only if a subscriber is already installed, which nothing here does.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,7 +128,7 @@ impl ZooArgs {
         let opts = nasnet_zoo::fetch::PullOptions {
             offline: self.offline,
             force: false,
-            progress: true,
+            progress: !quiet(),
         };
         let home = nasnet_runtime::nasnet_home();
         Ok(nasnet_zoo::fetch::locate(
@@ -259,6 +295,8 @@ enum Command {
 
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    init_logging(cli.quiet, cli.verbose);
     match cli.command {
         Command::Import {
             arch,
@@ -345,7 +383,7 @@ fn run() -> anyhow::Result<ExitCode> {
             let opts = nasnet_zoo::fetch::PullOptions {
                 offline: zoo.offline,
                 force,
-                progress: true,
+                progress: !quiet(),
             };
             let dir = nasnet_zoo::fetch::pull(entry, &nasnet_runtime::nasnet_home(), &opts)?;
             println!("{}", dir.display());

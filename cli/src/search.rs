@@ -105,9 +105,6 @@ pub struct SearchArgs {
     /// Continue the search in DIR.
     #[arg(long)]
     resume: bool,
-    /// No progress output.
-    #[arg(long)]
-    quiet: bool,
     /// The search directory: journal.jsonl, the strategy's state, and the report.
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -157,7 +154,7 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         },
     };
     let budget = budget(&args, spec);
-    if args.redis.is_some() && args.workers == 1 && !args.quiet {
+    if args.redis.is_some() && args.workers == 1 && !crate::quiet() {
         eprintln!("note: --workers 1 keeps one child in flight, so only one worker is busy");
     }
     let ev = match &args.redis {
@@ -166,7 +163,7 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
         }
         None => budget.evaluator(&candle_core::Device::Cpu)?,
     };
-    let pb = if args.quiet {
+    let pb = if crate::quiet() {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(args.budget as u64)
@@ -181,7 +178,7 @@ pub fn run_search(args: SearchArgs) -> anyhow::Result<()> {
     search(dir, &opts, ev, args.resume, |p| {
         pb.set_position(p.done as u64);
         pb.set_message(format!("best {:.4}  last {:.4}", p.best, p.last_reward));
-        if pb.is_hidden() && !args.quiet {
+        if pb.is_hidden() && !crate::quiet() {
             eprintln!(
                 "model {}/{}  id {}  reward {:.4}{}  best {:.4}",
                 p.done,

@@ -127,9 +127,6 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
     #[command(flatten)]
     zoo: crate::ZooArgs,
     /// The run directory: checkpoints, metrics.csv, curves.png and, at the end, the model
@@ -312,7 +309,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         std: start.preprocessing.std,
         augment: trainer.cfg.augment,
     };
-    let pb = if args.quiet {
+    let pb = if crate::quiet() {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(0)
@@ -337,7 +334,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         &fit,
         |e| match e {
             Event::Step(r) => {
-                if pb.is_hidden() && !args.quiet && r.step % 100 == 0 {
+                if pb.is_hidden() && !crate::quiet() && r.step % 100 == 0 {
                     eprintln!(
                         "step {}/{}  epoch {}  loss {:.3}  lr {:.4}  {:.1} img/s",
                         r.step,
@@ -368,7 +365,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                     m.elapsed_s
                 );
                 if pb.is_hidden() {
-                    if !args.quiet {
+                    if !crate::quiet() {
                         eprintln!("{line}");
                     }
                 } else {
@@ -472,7 +469,11 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let classes = model.meta().labels.len();
     let bs = args.batch_size.max(1);
     let mut score = Score::default();
-    let pb = ProgressBar::new(0);
+    let pb = if crate::quiet() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     let run = |data: Vec<f32>, labels: &[usize], score: &mut Score| -> anyhow::Result<()> {
         let n = labels.len();
         let out = model.run(&data, n)?;

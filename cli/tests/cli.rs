@@ -714,3 +714,55 @@ fn a_model_path_that_is_not_a_directory_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn verbosity_flags_and_rust_log_reach_the_libraries_diagnostics() {
+    let (_d, model, images) = demo();
+    let (m, img) = (model.to_str().unwrap(), images.join("a.jpg"));
+    let img = img.to_str().unwrap();
+    let stderr = |n: nasnet_testsupport::cli::Nasnet, args: &[&str]| {
+        let out = n.run(args);
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    // Quiet by default and with -q; -v shows info-level events; RUST_LOG picks targets.
+    let plain = ["classify", "--model", m, img];
+    assert_eq!(stderr(nasnet(), &plain), "");
+    if nasnet_testsupport::ort_installed() {
+        let e = stderr(
+            nasnet(),
+            &["-v", "classify", "--model", m, "--backend", "ort", img],
+        );
+        assert!(
+            e.contains("INFO") && e.contains("Loaded ONNX Runtime"),
+            "{e}"
+        );
+        let e = stderr(
+            nasnet().env("RUST_LOG", "ort::load_dynamic=info"),
+            &["classify", "--model", m, "--backend", "ort", img],
+        );
+        assert!(e.contains("Loaded ONNX Runtime"), "{e}");
+        let e = stderr(
+            nasnet(),
+            &[
+                "-q",
+                "-v",
+                "classify",
+                "--model",
+                m,
+                "--backend",
+                "ort",
+                img,
+            ],
+        );
+        assert_eq!(e, "", "--quiet wins");
+    }
+    // Errors still show with --quiet.
+    let out = nasnet().run(&["-q", "classify", "--model", m, "/no/such.jpg"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("/no/such.jpg")
+    );
+}

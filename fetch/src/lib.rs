@@ -205,11 +205,12 @@ pub fn download_with(
                 Err(Attempt::Retry(problem)) => match waits.next() {
                     Some(wait) => {
                         pb.set_message(format!("{name} (retrying)"));
+                        let note =
+                            format!("{url}: {problem}; retrying in {:.1} s", wait.as_secs_f64());
                         if progress {
-                            pb.println(format!(
-                                "{url}: {problem}; retrying in {:.1} s",
-                                wait.as_secs_f64()
-                            ));
+                            pb.println(note);
+                        } else {
+                            tracing::warn!("{note}");
                         }
                         tokio::time::sleep(wait).await;
                     }
