@@ -496,7 +496,16 @@ pub unsafe extern "C" fn nasnet_classify_image(
                 format!("stride {stride} is smaller than a row of {row} bytes"),
             );
         }
-        let len = stride * (height as usize - 1) + row;
+        let Some(len) = stride
+            .checked_mul(height as usize - 1)
+            .and_then(|n| n.checked_add(row))
+            .filter(|&n| n <= isize::MAX as usize)
+        else {
+            return fail(
+                NasnetStatus::InvalidArgument,
+                format!("a {width}x{height} image with stride {stride} exceeds memory"),
+            );
+        };
         let buf = unsafe { std::slice::from_raw_parts(pixels, len) };
         let x = nasnet_runtime::preprocess::preprocess_pixels(
             buf,

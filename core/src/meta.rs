@@ -150,12 +150,17 @@ impl ModelMeta {
             path: display.clone(),
             error,
         })?;
-        let meta: ModelMeta = serde_json::from_str(&text).map_err(|error| MetaError::Parse {
-            path: display.clone(),
+        Self::from_json(&text, &display)
+    }
+
+    /// Parses and checks the text of a `model.json`; `origin` names it in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self, MetaError> {
+        let meta: ModelMeta = serde_json::from_str(text).map_err(|error| MetaError::Parse {
+            path: origin.to_owned(),
             error,
         })?;
         meta.check().map_err(|problem| MetaError::Invalid {
-            path: display,
+            path: origin.to_owned(),
             problem,
         })?;
         Ok(meta)

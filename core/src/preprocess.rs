@@ -205,16 +205,15 @@ const DCT_MARGIN: u32 = 4;
 /// `2 * DCT_MARGIN` times that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
 /// keeps the shorter side at `DCT_MARGIN * resize` or more; everything else is decoded in
 /// full by [`decode`].
-fn decode_for(path: &Path, resize: usize) -> Result<Picture, ImageError> {
-    let bytes = read(path)?;
+fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, ImageError> {
     if bytes.starts_with(&[0xFF, 0xD8])
-        && jpeg_truncation(&bytes).is_none()
-        && let Some(picture) = decode_jpeg_scaled(&bytes, DCT_MARGIN * resize as u32)
+        && jpeg_truncation(bytes).is_none()
+        && let Some(picture) = decode_jpeg_scaled(bytes, DCT_MARGIN * resize as u32)
     {
         let img = non_empty(path, picture.img)?;
         return Ok(Picture { img, ..picture });
     }
-    let img = decode_bytes(path, &bytes)?;
+    let img = decode_bytes(path, bytes)?;
     let full = (img.width(), img.height());
     Ok(Picture { img, full })
 }
@@ -367,7 +366,17 @@ fn resize_rgb(
 /// Decodes and preprocesses an image file. A JPEG much larger than the transform needs is
 /// decoded at a reduced DCT scale (never below four times the resize target).
 pub fn load_image(path: &Path, p: &Preprocessing) -> Result<Vec<f32>, ImageError> {
-    let picture = decode_for(path, p.resize)?;
+    load_image_from_memory(&read(path)?, path, p)
+}
+
+/// [`load_image`] on an encoded image in memory (a file's content); `origin` names it in
+/// errors.
+pub fn load_image_from_memory(
+    bytes: &[u8],
+    origin: &Path,
+    p: &Preprocessing,
+) -> Result<Vec<f32>, ImageError> {
+    let picture = decode_for(origin, bytes, p.resize)?;
     Ok(transform(&picture.img, picture.full, p))
 }
 

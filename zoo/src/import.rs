@@ -107,6 +107,15 @@ pub fn read_weights(path: &Path, cells: usize) -> Result<(Vec<(String, Tensor)>,
         path: path.display().to_string(),
         error,
     })?;
+    read_weight_bytes(bytes, path, cells)
+}
+
+/// [`read_weights`] on a file's content; `path` names it in errors.
+pub fn read_weight_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+    cells: usize,
+) -> Result<(Vec<(String, Tensor)>, Container)> {
     if pth::is_zip(&bytes) {
         let t =
             pth::read_zip(&bytes).map_err(|e| invalid(path, format!("PyTorch checkpoint: {e}")))?;

@@ -220,7 +220,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn parse(text: &str, origin: &str) -> Result<Vec<Entry>> {
+    /// Parses and checks the entries of a registry file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Vec<Entry>> {
         let m: Manifest = serde_json::from_str(text).map_err(|e| Error::Invalid {
             path: origin.to_owned(),
             problem: format!("not a valid registry: {e}"),

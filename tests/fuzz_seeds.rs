@@ -1,0 +1,77 @@
+//! The fuzz targets' smoke run with the tests: every committed seed (`fuzz/corpus/TARGET`) and
+//! every past finding (`fuzz/regressions/TARGET`, each fixed) goes through the same harness
+//! the targets run (`fuzz/harness.rs`). Long runs: `scripts/fuzz.sh`.
+
+mod harness {
+    include!("../fuzz/harness.rs");
+}
+
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// The seeds and findings of a target, with their bytes.
+fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    for kind in ["corpus", "regressions"] {
+        let Ok(dir) = std::fs::read_dir(fuzz_dir().join(kind).join(target)) else {
+            continue;
+        };
+        for e in dir {
+            let p = e.unwrap().path();
+            let bytes = std::fs::read(&p).unwrap();
+            out.push((p, bytes));
+        }
+    }
+    out.sort();
+    assert!(!out.is_empty(), "no seeds for {target}");
+    out
+}
+
+fn replay(target: &str, f: impl Fn(&[u8])) {
+    for (p, bytes) in inputs(target) {
+        eprintln!("{target}: {}", p.display());
+        f(&bytes);
+    }
+}
+
+#[test]
+fn parser_targets() {
+    replay("pth", harness::pth);
+    replay("safetensors", harness::safetensors);
+    replay("keras", harness::keras);
+    replay("model_json", harness::model_json);
+    replay("registry", harness::registry);
+}
+
+#[test]
+fn preprocess_target() {
+    replay("preprocess", harness::preprocess);
+}
+
+#[test]
+fn model_open_target() {
+    let scratch = tempfile::tempdir().unwrap();
+    let model = fuzz_dir().join("model");
+    replay("model_open", |d| {
+        harness::model_open(d, &model, scratch.path())
+    });
+}
+
+#[test]
+fn c_classify_image_target() {
+    let dir = std::ffi::CString::new(fuzz_dir().join("model").to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path, default options, a place for the handle.
+    let status =
+        unsafe { nasnet_bindings::nasnet_model_open(dir.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(status, nasnet_bindings::NasnetStatus::Ok);
+    replay("c_classify_image", |d| harness::c_classify_image(d, m));
+    // SAFETY: `m` is the handle opened above, closed once.
+    assert_eq!(
+        unsafe { nasnet_bindings::nasnet_model_close(&mut m) },
+        nasnet_bindings::NasnetStatus::Ok
+    );
+}
