@@ -81,16 +81,36 @@ fn input_of(p: PathBuf) -> Input {
     }
 }
 
-/// Expands directories (their image and `.npy` files, sorted) and glob patterns.
-pub fn collect(args: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
+/// The paths listed in `list`, one per line (`-`: standard input); blank lines are skipped.
+pub fn read_list(list: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let text = if list == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("standard input: cannot read")?
+    } else {
+        std::fs::read_to_string(list).with_context(|| format!("{}: cannot read", list.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.trim().is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// Expands directories (their image and `.npy` files, sorted; with `recursive`, those of
+/// their subdirectories too) and glob patterns.
+pub fn collect(args: &[PathBuf], recursive: bool) -> anyhow::Result<Vec<Input>> {
     let mut out = vec![];
     for a in args {
         if a.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(a)
-                .with_context(|| format!("{}: cannot list directory", a.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && (has_image_extension(p) || is_npy(p)))
-                .collect();
+            let depth = if recursive { usize::MAX } else { 1 };
+            let mut files = vec![];
+            for e in walkdir::WalkDir::new(a).max_depth(depth) {
+                let e = e.with_context(|| format!("{}: cannot list directory", a.display()))?;
+                let p = e.into_path();
+                if p.is_file() && (has_image_extension(&p) || is_npy(&p)) {
+                    files.push(p);
+                }
+            }
             files.sort();
             out.extend(files.into_iter().map(input_of));
             continue;

@@ -162,8 +162,40 @@ struct RunArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Images, directories of images, glob patterns, or float32 NCHW `.npy` batches.
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "files_from", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+    /// Also the images in the subdirectories of directory inputs, at any depth.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Read more inputs from FILE, one path per line (`-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    files_from: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Every input: the arguments, then the lines of --files-from, directories expanded.
+    fn collect(&self) -> anyhow::Result<Vec<infer::Input>> {
+        let mut args = self.inputs.clone();
+        if let Some(list) = &self.files_from {
+            args.extend(infer::read_list(list)?);
+        }
+        infer::collect(&args, self.recursive)
+    }
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Each cached model version: id, version, size and directory (the default action).
+    List {
+        /// One JSON object per model version.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove `ID@VERSION`, or every cached version of `ID`.
+    Rm {
+        /// `ID` or `ID@VERSION`.
+        spec: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,9 +265,11 @@ enum Command {
     },
     /// Write a model directory's network as ONNX or its weights as safetensors.
     Export {
-        /// Model directory.
-        #[arg(long, value_name = "DIR")]
-        model: PathBuf,
+        /// A model directory, or a zoo id `ID[@VERSION]` (pulled on first use).
+        #[arg(long, value_name = "DIR|ID")]
+        model: String,
+        #[command(flatten)]
+        zoo: ZooArgs,
         /// What to write: the ONNX graph or the canonical safetensors weights.
         #[arg(long, value_enum)]
         format: ExportFormat,
@@ -256,6 +290,11 @@ enum Command {
         /// The same as --format json.
         #[arg(long, conflicts_with = "format")]
         json: bool,
+    },
+    /// List the models in the cache with their sizes, or remove one.
+    Cache {
+        #[command(subcommand)]
+        action: Option<CacheAction>,
     },
     /// Print a shell completion script (e.g. `nasnet completions bash > ~/.local/share/bash-completion/completions/nasnet`).
     Completions {
@@ -358,9 +397,11 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Export {
             model,
+            zoo,
             format,
             output,
         } => {
+            let model = zoo.model_dir(&model)?;
             match format {
                 ExportFormat::Onnx => {
                     let (_, net) = nasnet_model::load_model_dir(&model, &candle_core::Device::Cpu)?;
@@ -370,7 +411,16 @@ fn run() -> anyhow::Result<ExitCode> {
                     nasnet_zoo::import::export_safetensors(&model, &output)?
                 }
             }
-            eprintln!("wrote {}", output.display());
+            if !quiet() {
+                eprintln!("wrote {}", output.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache { action } => {
+            match action.unwrap_or(CacheAction::List { json: false }) {
+                CacheAction::List { json } => cache_list(json)?,
+                CacheAction::Rm { spec } => cache_rm(&spec)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { json, zoo } => {
@@ -400,7 +450,7 @@ fn run() -> anyhow::Result<ExitCode> {
             format,
             json,
         } => {
-            let inputs = infer::collect(&run.inputs)?;
+            let inputs = run.collect()?;
             let dir = run.zoo.model_dir(&run.model)?;
             let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
             let format = if json {
@@ -437,7 +487,7 @@ fn run() -> anyhow::Result<ExitCode> {
             output,
             allow_missing,
         } => {
-            let inputs = infer::collect(&run.inputs)?;
+            let inputs = run.collect()?;
             let dir = run.zoo.model_dir(&run.model)?;
             let model = infer::load(&dir, run.backend, &run.device, run.threads)?;
             let ok = infer::embed(
@@ -458,6 +508,107 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// `nasnet models`.
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Every complete model version in the cache, sorted by id then version.
+fn cached_models(home: &Path) -> Vec<(String, nasnet_core::cache::Version, PathBuf)> {
+    let root = home.join("models");
+    let mut ids: Vec<String> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| nasnet_core::cache::is_plain_id(id))
+        .collect();
+    ids.sort();
+    ids.into_iter()
+        .flat_map(|id| {
+            nasnet_core::cache::cached_versions(home, &id)
+                .into_iter()
+                .map(move |(v, p)| (id.clone(), v, p))
+        })
+        .collect()
+}
+
+/// `nasnet cache list`.
+fn cache_list(json: bool) -> anyhow::Result<()> {
+    let home = nasnet_runtime::nasnet_home();
+    let rows = cached_models(&home);
+    if json {
+        for (id, v, dir) in &rows {
+            let row = serde_json::json!({
+                "id": id, "version": v.to_string(), "bytes": dir_size(dir), "dir": dir,
+            });
+            println!("{row}");
+        }
+        return Ok(());
+    }
+    if rows.is_empty() {
+        if !quiet() {
+            eprintln!("no model in the cache ({})", home.join("models").display());
+        }
+        return Ok(());
+    }
+    println!("{:<24} {:<9} {:>10}  directory", "id", "version", "size");
+    let mut total = 0;
+    for (id, v, dir) in &rows {
+        let size = dir_size(dir);
+        total += size;
+        println!(
+            "{id:<24} {:<9} {:>10}  {}",
+            v.to_string(),
+            human_size(size),
+            dir.display()
+        );
+    }
+    println!("{:<24} {:<9} {:>10}", "total", "", human_size(total));
+    Ok(())
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// `nasnet cache rm ID[@VERSION]`: each directory is renamed out of the way first, so that no
+/// process ever sees half of it, then deleted.
+fn cache_rm(spec: &str) -> anyhow::Result<()> {
+    let home = nasnet_runtime::nasnet_home();
+    let r = nasnet_core::cache::ModelRef::parse(spec)
+        .with_context(|| format!("{spec}: not a model id (ID or ID@VERSION)"))?;
+    let dirs: Vec<PathBuf> = cached_models(&home)
+        .into_iter()
+        .filter(|(id, v, _)| *id == r.id && r.version.as_ref().is_none_or(|x| *x == v.to_string()))
+        .map(|(_, _, d)| d)
+        .collect();
+    anyhow::ensure!(!dirs.is_empty(), "{spec} is not in the cache");
+    for dir in dirs {
+        let gone =
+            nasnet_core::fsutil::hidden_sibling(&dir, &format!("removed.{}", std::process::id()));
+        std::fs::rename(&dir, &gone)
+            .with_context(|| format!("{}: cannot remove", dir.display()))?;
+        std::fs::remove_dir_all(&gone)
+            .with_context(|| format!("{}: cannot remove", gone.display()))?;
+        if !quiet() {
+            eprintln!("removed {}", dir.display());
+        }
+    }
+    Ok(())
+}
+
 fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
     let registry = zoo.registry()?;
     let home = nasnet_runtime::nasnet_home();

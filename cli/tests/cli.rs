@@ -766,3 +766,51 @@ fn verbosity_flags_and_rust_log_reach_the_libraries_diagnostics() {
             .contains("/no/such.jpg")
     );
 }
+
+#[test]
+fn recursive_directories_and_lists_of_files() {
+    let (d, model, images) = demo();
+    let m = model.to_str().unwrap();
+    let nested = images.join("more/deeper");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::copy(images.join("a.jpg"), nested.join("d.jpg")).unwrap();
+    let inputs = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["classify", "--model", m, "--format", "json"];
+        a.extend_from_slice(args);
+        ok(&nasnet().run(&a))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["input"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let dir = images.to_str().unwrap();
+    assert_eq!(inputs(&[dir]).len(), 3, "only the top level");
+    let all = inputs(&["--recursive", dir]);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(
+        all.iter().any(|p| p.ends_with("more/deeper/d.jpg")),
+        "{all:?}"
+    );
+    // A list: one path per line, blank lines skipped; `-` reads standard input.
+    let list = d.path().join("list.txt");
+    let (a, dd) = (images.join("a.jpg"), nested.join("d.jpg"));
+    std::fs::write(&list, format!("{}\n\n{}\n", a.display(), dd.display())).unwrap();
+    let listed = inputs(&["--files-from", list.to_str().unwrap()]);
+    assert_eq!(listed, [a.display().to_string(), dd.display().to_string()]);
+    let mut child = nasnet()
+        .command()
+        .args(["classify", "--model", m, "--files-from", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{}", a.display()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("a.jpg"));
+    let e = nasnet().fails_with_status_2(&["classify", "--model", m, "--files-from", "/no/list"]);
+    assert!(e.contains("/no/list"), "{e}");
+}

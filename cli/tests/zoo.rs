@@ -321,6 +321,48 @@ fn cache_offline_checksum_truncation_and_overrides() {
         "{models}"
     );
 
+    // The cache lists it with its size; export takes its id; rm removes it, and the next use
+    // pulls again.
+    let listed: Vec<serde_json::Value> = env
+        .ok(&["cache", "list", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], "nasnet-a-mobile");
+    assert_eq!(listed[0]["version"], "1.0.0");
+    let dir = Path::new(listed[0]["dir"].as_str().unwrap()).to_path_buf();
+    let files: u64 = ["model.json", "model.onnx", "model.safetensors"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
+    assert!(listed[0]["bytes"].as_u64().unwrap() >= files);
+    assert!(env.ok(&["cache"]).contains("nasnet-a-mobile"));
+    let onnx = env.dir.path().join("exported.onnx");
+    env.ok(&[
+        "export",
+        "--model",
+        "nasnet-a-mobile@1.0.0",
+        "--registry",
+        reg,
+        "--offline",
+        "--format",
+        "onnx",
+        "-o",
+        onnx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&onnx).unwrap(),
+        std::fs::read(dir.join("model.onnx")).unwrap()
+    );
+    let e = env.fails(&["cache", "rm", "nasnet-a-large"]);
+    assert!(e.contains("nasnet-a-large is not in the cache"), "{e}");
+    env.ok(&["cache", "rm", "nasnet-a-mobile@1.0.0"]);
+    assert!(!dir.exists());
+    assert_eq!(env.ok(&["cache", "list", "--json"]), "");
+    env.ok(&["classify", "--registry", reg, photo]);
+    assert!(dir.join("model.json").is_file(), "pulled again");
+
     // Checksum mismatch: both hashes, nothing kept.
     let e = env.fails(&["pull", "bad-sum", "--registry", reg]);
     assert!(
