@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             backend,
             device,
             threads,
+            ..Default::default()
         },
     )?;
     let s = model.input_size();

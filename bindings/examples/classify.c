@@ -63,8 +63,43 @@ static int check_errors(const char *dir, const char *image) {
     EXPECT(nasnet_classify_image(m, pixels, 4, 4, 16, 42, 5, out, 5, &n),
            NASNET_STATUS_INVALID_ARGUMENT);
     if (!strstr(nasnet_last_error(), "pixel format 42")) return 1;
-    EXPECT(nasnet_classify_tensor(m, features, 4, 5, out, 5, &n), NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_classify_tensor(m, features, 1, 4, 5, out, 5, &n), NASNET_STATUS_INVALID_ARGUMENT);
     EXPECT(nasnet_features_file(m, image, features, 4, &n), NASNET_STATUS_BUFFER_TOO_SMALL);
+    /* A batch of two images gives each its own top-k, equal to one image's. */
+    NasnetPrediction one[5], two[10];
+    NasnetImage batch[2] = {{pixels, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8},
+                            {pixels, 2, 2, 16, NASNET_PIXEL_FORMAT_RGBA8}};
+    EXPECT(nasnet_classify_image(m, pixels, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, 5, one, 5, &n),
+           NASNET_STATUS_OK);
+    EXPECT(nasnet_classify_images(m, batch, 2, 5, two, 9, &n), NASNET_STATUS_BUFFER_TOO_SMALL);
+    if (n != 10) return 1;
+    EXPECT(nasnet_classify_images(m, batch, 2, 5, two, 10, &n), NASNET_STATUS_OK);
+    if (n != 10) return 1;
+    for (int j = 0; j < 5; j++)
+        if (two[j].index != one[j].index || two[j].label != one[j].label) return 1;
+    batch[1].format = 42;
+    EXPECT(nasnet_classify_images(m, batch, 2, 5, two, 10, &n), NASNET_STATUS_INVALID_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "image 1")) return 1;
+    EXPECT(nasnet_classify_images(m, batch, 0, 5, two, 10, &n), NASNET_STATUS_INVALID_ARGUMENT);
+    /* Features from pixels and from a tensor. */
+    NasnetModelInfo info;
+    EXPECT(nasnet_model_info(m, &info), NASNET_STATUS_OK);
+    float *emb = calloc(info.num_features, sizeof *emb);
+    EXPECT(nasnet_features_image(m, pixels, 4, 4, 16, NASNET_PIXEL_FORMAT_RGBA8, emb,
+                                 info.num_features, &n), NASNET_STATUS_OK);
+    if (n != info.num_features) return 1;
+    size_t t = 3 * (size_t)info.input_size * info.input_size;
+    float *tensor = calloc(t, sizeof *tensor);
+    EXPECT(nasnet_features_tensor(m, tensor, t, emb, info.num_features, &n), NASNET_STATUS_OK);
+    EXPECT(nasnet_features_tensor(m, tensor, t - 1, emb, info.num_features, &n),
+           NASNET_STATUS_INVALID_ARGUMENT);
+    NasnetPrediction rows[10];
+    float *tensors = calloc(2 * t, sizeof *tensors);
+    EXPECT(nasnet_classify_tensor(m, tensors, 2, 2 * t, 5, rows, 10, &n), NASNET_STATUS_OK);
+    if (n != 10 || rows[0].index != rows[5].index) return 1;
+    free(tensors);
+    free(tensor);
+    free(emb);
     if (nasnet_model_label(m, 1u << 30) != NULL) return 1;
     NasnetPrediction *owned = NULL;
     size_t count = 0;
@@ -76,12 +111,26 @@ static int check_errors(const char *dir, const char *image) {
     if (m != NULL) return 1;
     EXPECT(nasnet_model_close(&m), NASNET_STATUS_NULL_ARGUMENT); /* double close */
     EXPECT(nasnet_model_close(NULL), NASNET_STATUS_NULL_ARGUMENT);
-    EXPECT(nasnet_options_default(NULL), NASNET_STATUS_NULL_ARGUMENT);
-    NasnetOptions bad;
-    EXPECT(nasnet_options_default(&bad), NASNET_STATUS_OK);
-    bad.backend = 42;
-    EXPECT(nasnet_model_open(dir, &bad, &m), NASNET_STATUS_INVALID_ARGUMENT);
-    if (m != NULL || !strstr(nasnet_last_error(), "backend 42")) return 1;
+    /* Options: made for this header's ABI, every value checked. */
+    if (nasnet_options_new(NASNET_ABI_VERSION + 1) != NULL) return 1;
+    if (!strstr(nasnet_last_error(), "ABI version")) return 1;
+    NasnetOptions *o = nasnet_options_new(NASNET_ABI_VERSION);
+    if (o == NULL) return 1;
+    EXPECT(nasnet_options_set_backend(o, 42), NASNET_STATUS_INVALID_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "backend 42")) return 1;
+    EXPECT(nasnet_options_set_backend(NULL, NASNET_BACKEND_TRACT), NASNET_STATUS_NULL_ARGUMENT);
+    EXPECT(nasnet_options_set_device(o, -2), NASNET_STATUS_INVALID_ARGUMENT);
+    EXPECT(nasnet_options_set_threads(o, 1), NASNET_STATUS_OK);
+    EXPECT(nasnet_options_set_ort_library(o, "/nonexistent/libonnxruntime.so"), NASNET_STATUS_OK);
+    EXPECT(nasnet_options_set_backend(o, NASNET_BACKEND_ORT), NASNET_STATUS_OK);
+    EXPECT(nasnet_model_open(dir, o, &m), NASNET_STATUS_UNAVAILABLE);
+    if (m != NULL || !strstr(nasnet_last_error(), "/nonexistent/libonnxruntime.so")) return 1;
+    EXPECT(nasnet_options_set_backend(o, NASNET_BACKEND_TRACT), NASNET_STATUS_OK);
+    EXPECT(nasnet_options_set_ort_library(o, NULL), NASNET_STATUS_OK);
+    EXPECT(nasnet_model_open(dir, o, &m), NASNET_STATUS_OK);
+    EXPECT(nasnet_model_close(&m), NASNET_STATUS_OK);
+    nasnet_options_free(o);
+    nasnet_options_free(NULL);
     if (strcmp(nasnet_status_str(NASNET_STATUS_INVALID_ARGUMENT),
                "an argument was out of range or malformed") != 0) return 1;
     if (strcmp(nasnet_status_str(1000), "unknown status") != 0) return 1;
@@ -93,24 +142,34 @@ static int check_errors(const char *dir, const char *image) {
 int main(int argc, char **argv) {
     size_t k = 5;
     int check = 0, i = 1;
-    NasnetOptions opts;
-    nasnet_options_default(&opts);
+    NasnetOptions *opts = nasnet_options_new(NASNET_ABI_VERSION);
+    if (opts == NULL) {
+        fprintf(stderr, "classify: %s\n", nasnet_last_error());
+        return 1;
+    }
     for (; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--top-k") == 0 && i + 1 < argc) k = (size_t)atoi(argv[++i]);
         else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
-            opts.backend = strcmp(argv[++i], "ort") == 0 ? NASNET_BACKEND_ORT : NASNET_BACKEND_TRACT;
+            nasnet_options_set_backend(opts, strcmp(argv[++i], "ort") == 0 ? NASNET_BACKEND_ORT
+                                                                           : NASNET_BACKEND_TRACT);
         else if (strcmp(argv[i], "--check-errors") == 0) check = 1;
         else break;
     }
     if (argc - i < 2) {
         fprintf(stderr, "usage: %s [--top-k K] [--backend tract|ort] [--check-errors] MODEL_DIR IMAGE...\n", argv[0]);
+        nasnet_options_free(opts);
         return 2;
     }
     const char *dir = argv[i++];
-    if (check && check_errors(dir, argv[i]) != 0) return 1;
+    if (check && check_errors(dir, argv[i]) != 0) {
+        nasnet_options_free(opts);
+        return 1;
+    }
 
     NasnetModel *model = NULL;
-    if (nasnet_model_open(dir, &opts, &model) != NASNET_STATUS_OK) {
+    NasnetStatus opened = nasnet_model_open(dir, opts, &model);
+    nasnet_options_free(opts);
+    if (opened != NASNET_STATUS_OK) {
         fprintf(stderr, "classify: %s\n", nasnet_last_error());
         return 1;
     }

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 
 /**
- * The ABI version: incremented on any incompatible change of this header.
+ * The ABI version: incremented on any incompatible change of this header. Pass it to
+ * [`nasnet_options_new`]; opening a model with options made for another version fails with
+ * `NASNET_STATUS_ABI_MISMATCH`.
  */
-#define NASNET_ABI_VERSION 2
+#define NASNET_ABI_VERSION 3
 
 /**
  * Result of every call. Values are stable and never reused.
@@ -51,6 +53,10 @@ typedef enum NasnetStatus {
    * An internal error was caught at the boundary.
    */
   NASNET_STATUS_PANIC = 8,
+  /**
+   * The caller was compiled against another ABI version of this header.
+   */
+  NASNET_STATUS_ABI_MISMATCH = 9,
 } NasnetStatus;
 
 /**
@@ -59,26 +65,17 @@ typedef enum NasnetStatus {
 typedef struct NasnetModel NasnetModel;
 
 /**
+ * How to open a model (opaque): made by [`nasnet_options_new`], changed by the
+ * `nasnet_options_set_*` calls, released by [`nasnet_options_free`]. New options are new
+ * setters, so callers built against an older header keep working.
+ */
+typedef struct NasnetOptions NasnetOptions;
+
+/**
  * Inference engine: one of the `NASNET_BACKEND_*` values. A plain integer, so that any value
  * a caller passes is defined behaviour; others get `NASNET_STATUS_INVALID_ARGUMENT`.
  */
 typedef uint32_t NasnetBackend;
-
-/**
- * How to open a model. Fill with [`nasnet_options_default`] first.
- */
-typedef struct NasnetOptions {
-  NasnetBackend backend;
-  /**
-   * -1: CPU; N >= 0: CUDA device N (ONNX Runtime only).
-   */
-  int32_t device;
-  /**
-   * Threads one run may use (tract's pool, ONNX Runtime's intra-op threads); 0: every
-   * core for tract, ONNX Runtime's own choice.
-   */
-  uint32_t threads;
-} NasnetOptions;
 
 /**
  * What a model expects and returns.
@@ -111,6 +108,19 @@ typedef struct NasnetPrediction {
   float logit;
   const char *label;
 } NasnetPrediction;
+
+/**
+ * One image of a batch: `height` rows of `width` pixels in `format`, `stride` bytes apart
+ * (at least `width * 3` or `width * 4`); `pixels` holds `stride * (height - 1) + width *
+ * channels` bytes.
+ */
+typedef struct NasnetImage {
+  const uint8_t *pixels;
+  uint32_t width;
+  uint32_t height;
+  size_t stride;
+  NasnetPixelFormat format;
+} NasnetImage;
 
 /**
  * tract: pure Rust, CPU.
@@ -148,7 +158,7 @@ const char *nasnet_status_str(uint32_t status);
 const char *nasnet_version(void);
 
 /**
- * The ABI version ([`NASNET_ABI_VERSION`]).
+ * The ABI version of the library ([`NASNET_ABI_VERSION`] when it was built).
  */
 uint32_t nasnet_abi_version(void);
 
@@ -158,59 +168,134 @@ uint32_t nasnet_abi_version(void);
 const char *nasnet_last_error(void);
 
 /**
- * Default options: tract on the CPU.
+ * New options for a caller compiled against `abi_version` (pass `NASNET_ABI_VERSION`):
+ * tract, the CPU, every core, ONNX Runtime from its default location. Null (with an error)
+ * if the library does not speak that ABI. Release with [`nasnet_options_free`].
  */
-enum NasnetStatus nasnet_options_default(struct NasnetOptions *out);
+struct NasnetOptions *nasnet_options_new(uint32_t abi_version);
 
 /**
- * Opens a model directory (`model.json` + `model.onnx`). `opts` may be null (defaults).
- * On success `*out` holds a handle to close with [`nasnet_model_close`].
+ * Releases options. Null is a no-op.
+ *
+ * # Safety
+ * `options` is null or a handle from [`nasnet_options_new`], not used after this call.
+ */
+void nasnet_options_free(struct NasnetOptions *options);
+
+/**
+ * Sets the backend: `NASNET_BACKEND_TRACT` (the default) or `NASNET_BACKEND_ORT`.
+ *
+ * # Safety
+ * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses.
+ */
+enum NasnetStatus nasnet_options_set_backend(struct NasnetOptions *options, NasnetBackend backend);
+
+/**
+ * Sets the device: -1 for the CPU (the default), N >= 0 for CUDA device N (ONNX Runtime).
+ *
+ * # Safety
+ * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses.
+ */
+enum NasnetStatus nasnet_options_set_device(struct NasnetOptions *options, int32_t device);
+
+/**
+ * Sets the threads one run may use: tract's pool, ONNX Runtime's intra-op threads; 0 (the
+ * default) means every core for tract and ONNX Runtime's own choice.
+ *
+ * # Safety
+ * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses.
+ */
+enum NasnetStatus nasnet_options_set_threads(struct NasnetOptions *options, uint32_t threads);
+
+/**
+ * Sets the ONNX Runtime shared library to load (null: `ORT_DYLIB_PATH`, else the default
+ * location). A process loads one ONNX Runtime: the first model opened on it chooses.
+ *
+ * # Safety
+ * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses;
+ * `path` is null or a NUL-terminated string.
+ */
+enum NasnetStatus nasnet_options_set_ort_library(struct NasnetOptions *options, const char *path);
+
+/**
+ * Opens a model directory (`model.json` + `model.onnx`) with `options` (null: the defaults;
+ * options made for another ABI version fail with `NASNET_STATUS_ABI_MISMATCH`). On success
+ * `*out` holds a handle to close with [`nasnet_model_close`].
+ *
+ * # Safety
+ * `dir` is null or a NUL-terminated string; `options` is null or a live handle from
+ * [`nasnet_options_new`]; `out` is null or valid for writing a pointer.
  */
 enum NasnetStatus nasnet_model_open(const char *dir,
-                                    const struct NasnetOptions *opts,
+                                    const struct NasnetOptions *options,
                                     struct NasnetModel **out);
 
 /**
  * Opens a zoo model already in the cache (`$NASNET_HOME/models/ID/VERSION`, as `nasnet
  * pull` leaves it): `id` is `ID` (the newest cached version) or `ID@VERSION`. The library
  * never downloads.
+ *
+ * # Safety
+ * As [`nasnet_model_open`], with `id` for `dir`.
  */
 enum NasnetStatus nasnet_model_open_zoo(const char *id,
-                                        const struct NasnetOptions *opts,
+                                        const struct NasnetOptions *options,
                                         struct NasnetModel **out);
 
 /**
  * Closes a model and sets `*model` to null. Closing a null handle (e.g. twice) returns
  * `NASNET_STATUS_NULL_ARGUMENT` and does nothing else.
+ *
+ * # Safety
+ * `model` is null or points to null or to a live handle that no other thread is using;
+ * the handle is not used after this call.
  */
 enum NasnetStatus nasnet_model_close(struct NasnetModel **model);
 
 /**
  * Input size, class and feature counts.
+ *
+ * # Safety
+ * `model` is null or a live handle; `out` is null or valid for writing a
+ * [`NasnetModelInfo`].
  */
 enum NasnetStatus nasnet_model_info(const struct NasnetModel *model, struct NasnetModelInfo *out);
 
 /**
- * The model's name (static for the model's life).
+ * The model's name (valid while the model is open), or null with an error.
+ *
+ * # Safety
+ * `model` is null or a live handle.
  */
 const char *nasnet_model_name(const struct NasnetModel *model);
 
 /**
- * The label of class `index`, or null (with an error) when out of range.
+ * The label of class `index` (valid while the model is open), or null with an error when out
+ * of range.
+ *
+ * # Safety
+ * `model` is null or a live handle.
  */
 const char *nasnet_model_label(const struct NasnetModel *model, size_t index);
 
 /**
- * The backend name, "tract" or "ort" (static for the model's life).
+ * The backend name, "tract" or "ort" (valid while the model is open), or null with an error.
+ *
+ * # Safety
+ * `model` is null or a live handle.
  */
 const char *nasnet_model_backend(const struct NasnetModel *model);
 
 /**
  * Classifies an 8-bit RGB or RGBA image of `width x height` pixels, `stride` bytes per row
- * (at least `width * 3` or `width * 4`); the buffer must hold `stride * (height - 1) + width *
- * channels` bytes. It is preprocessed as the model says. Top `k` into `out` (`out_len`
- * entries); `*written` gets the count (or the count needed, with
+ * (at least `width * 3` or `width * 4`), preprocessed as the model says. Top `k` into `out`
+ * (`out_len` entries); `*written` gets the count (or the count needed, with
  * `NASNET_STATUS_BUFFER_TOO_SMALL`).
+ *
+ * # Safety
+ * `model` is null or a live handle; `pixels` is null or valid for `stride * (height - 1) +
+ * width * channels` bytes; `out` is null or valid for writing `out_len` predictions;
+ * `written` is null or writable.
  */
 enum NasnetStatus nasnet_classify_image(const struct NasnetModel *model,
                                         const uint8_t *pixels,
@@ -224,7 +309,29 @@ enum NasnetStatus nasnet_classify_image(const struct NasnetModel *model,
                                         size_t *written);
 
 /**
+ * Classifies `n` images in one run: image `i`'s top `min(k, classes)` go to `out[i * kk ..]`
+ * (`kk` = that count), `n * kk` in all; `*written` gets `n * kk` (or that count needed, with
+ * `NASNET_STATUS_BUFFER_TOO_SMALL`). An invalid image fails the whole call.
+ *
+ * # Safety
+ * `model` is null or a live handle; `images` is null or valid for reading `n` images, each
+ * as [`nasnet_classify_image`] requires; `out` is null or valid for writing `out_len`
+ * predictions; `written` is null or writable.
+ */
+enum NasnetStatus nasnet_classify_images(const struct NasnetModel *model,
+                                         const struct NasnetImage *images,
+                                         size_t n,
+                                         size_t k,
+                                         struct NasnetPrediction *out,
+                                         size_t out_len,
+                                         size_t *written);
+
+/**
  * Classifies an image file (JPEG, PNG, WebP, BMP, GIF).
+ *
+ * # Safety
+ * `model` is null or a live handle; `path` is null or a NUL-terminated string; `out` is null
+ * or valid for writing `out_len` predictions; `written` is null or writable.
  */
 enum NasnetStatus nasnet_classify_file(const struct NasnetModel *model,
                                        const char *path,
@@ -234,10 +341,17 @@ enum NasnetStatus nasnet_classify_file(const struct NasnetModel *model,
                                        size_t *written);
 
 /**
- * Classifies one preprocessed image: `len` = 3 x S x S floats, CHW (S = input size).
+ * Classifies preprocessed images: `n` of them, `len` = n x 3 x S x S floats, CHW (S = input
+ * size). Image `i`'s top `min(k, classes)` go to `out[i * kk ..]`, as
+ * [`nasnet_classify_images`].
+ *
+ * # Safety
+ * `model` is null or a live handle; `data` is null or valid for reading `len` floats; `out`
+ * is null or valid for writing `out_len` predictions; `written` is null or writable.
  */
 enum NasnetStatus nasnet_classify_tensor(const struct NasnetModel *model,
                                          const float *data,
+                                         size_t n,
                                          size_t len,
                                          size_t k,
                                          struct NasnetPrediction *out,
@@ -247,6 +361,10 @@ enum NasnetStatus nasnet_classify_tensor(const struct NasnetModel *model,
 /**
  * Like [`nasnet_classify_file`], into memory the library allocates: `*out` gets `*count`
  * predictions, to release with [`nasnet_predictions_free`].
+ *
+ * # Safety
+ * `model` is null or a live handle; `path` is null or a NUL-terminated string; `out` and
+ * `count` are null or writable.
  */
 enum NasnetStatus nasnet_classify_file_alloc(const struct NasnetModel *model,
                                              const char *path,
@@ -257,18 +375,61 @@ enum NasnetStatus nasnet_classify_file_alloc(const struct NasnetModel *model,
 /**
  * Releases predictions from [`nasnet_classify_file_alloc`] (`count` as returned). Null is a
  * no-op.
+ *
+ * # Safety
+ * `predictions` is null or exactly what [`nasnet_classify_file_alloc`] returned with this
+ * `count`, released once.
  */
 void nasnet_predictions_free(struct NasnetPrediction *predictions, size_t count);
 
 /**
  * The features (embedding) of an image file into `out[0..len]`; `*written` gets the count,
  * or the count needed with `NASNET_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `model` is null or a live handle; `path` is null or a NUL-terminated string; `out` is null
+ * or valid for writing `len` floats; `written` is null or writable.
  */
 enum NasnetStatus nasnet_features_file(const struct NasnetModel *model,
                                        const char *path,
                                        float *out,
                                        size_t len,
                                        size_t *written);
+
+/**
+ * The features of an image in memory (as [`nasnet_classify_image`] takes it) into
+ * `out[0..len]`; `*written` gets the count, or the count needed with
+ * `NASNET_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `model` is null or a live handle; `pixels` as [`nasnet_classify_image`]; `out` is null or
+ * valid for writing `len` floats; `written` is null or writable.
+ */
+enum NasnetStatus nasnet_features_image(const struct NasnetModel *model,
+                                        const uint8_t *pixels,
+                                        uint32_t width,
+                                        uint32_t height,
+                                        size_t stride,
+                                        NasnetPixelFormat format,
+                                        float *out,
+                                        size_t len,
+                                        size_t *written);
+
+/**
+ * The features of one preprocessed image (`data_len` = 3 x S x S floats, CHW) into
+ * `out[0..len]`; `*written` gets the count, or the count needed with
+ * `NASNET_STATUS_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * `model` is null or a live handle; `data` is null or valid for reading `data_len` floats;
+ * `out` is null or valid for writing `len` floats; `written` is null or writable.
+ */
+enum NasnetStatus nasnet_features_tensor(const struct NasnetModel *model,
+                                         const float *data,
+                                         size_t data_len,
+                                         float *out,
+                                         size_t len,
+                                         size_t *written);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -58,6 +58,7 @@ pub fn load(
         backend: backend.into(),
         device: device.parse().map_err(anyhow::Error::msg)?,
         threads,
+        ..Default::default()
     };
     Ok(Model::open(dir, opts)?)
 }

@@ -34,7 +34,7 @@ mod engine;
 mod error;
 mod output;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nasnet_core::meta::{ModelMeta, ONNX_FILE, WEIGHTS_FILE};
 
@@ -117,7 +117,7 @@ impl std::str::FromStr for Device {
 }
 
 /// How to open a model.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The engine.
     pub backend: Backend,
@@ -127,6 +127,10 @@ pub struct Options {
     /// uses every core the process may use, ONNX Runtime decides for itself; Candle always
     /// uses its own pool.
     pub threads: Option<usize>,
+    /// The ONNX Runtime shared library (`None`: [`ort_library`]'s lookup). A process loads one:
+    /// the first model opened on ONNX Runtime chooses it, and asking for another later is an
+    /// error.
+    pub ort_library: Option<PathBuf>,
 }
 
 enum Engine {
@@ -191,6 +195,7 @@ impl Model {
                 size,
                 device,
                 opts.threads,
+                opts.ort_library.as_deref(),
             )?),
             #[cfg(not(feature = "ort"))]
             (Backend::Ort, _) => return Err(Error::NotCompiled("ort")),

@@ -1,16 +1,40 @@
 //! The ONNX Runtime backend: the shared library loaded at run time, CPU or CUDA.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use ort::session::Session;
 use ort::value::Tensor;
 
 use super::*;
 
-static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+/// The process's ONNX Runtime once loaded: the library it came from, and its environment. A
+/// failed load is not kept, so that another path may be tried.
+static ENV: Mutex<Option<&'static (PathBuf, ort::environment::Environment)>> = Mutex::new(None);
 
 fn environment(lib: &Path) -> Result<&'static ort::environment::Environment> {
-    let env = ENV.get_or_init(|| {
+    let mut env = ENV
+        .lock()
+        .map_err(|_| Error::OrtUnavailable("a previous load of ONNX Runtime panicked".into()))?;
+    let (loaded, e) = match *env {
+        Some(l) => l,
+        None => {
+            let e = load(lib).map_err(Error::OrtUnavailable)?;
+            // Loaded once per process and kept for its life, as ONNX Runtime itself is.
+            *env.insert(Box::leak(Box::new((lib.to_path_buf(), e))))
+        }
+    };
+    if loaded != lib {
+        return Err(Error::OrtUnavailable(format!(
+            "ONNX Runtime is already loaded from {} in this process; {} cannot be loaded too",
+            loaded.display(),
+            lib.display()
+        )));
+    }
+    Ok(e)
+}
+
+fn load(lib: &Path) -> std::result::Result<ort::environment::Environment, String> {
+    {
         if !lib.exists() {
             return Err(format!(
                 "the ONNX Runtime library was not found at {}; install it with scripts/setup.sh \
@@ -24,8 +48,7 @@ fn environment(lib: &Path) -> Result<&'static ort::environment::Environment> {
             .with_name("nasnet")
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
-    });
-    env.as_ref().map_err(|m| Error::OrtUnavailable(m.clone()))
+    }
 }
 
 /// An ONNX Runtime session (CPU or CUDA execution provider).
@@ -40,8 +63,10 @@ impl OrtEngine {
         size: usize,
         device: Device,
         threads: Option<usize>,
+        library: Option<&Path>,
     ) -> Result<Self> {
-        let env = environment(&ort_library(device))?;
+        let lib = library.map_or_else(|| ort_library(device), Path::to_path_buf);
+        let env = environment(&lib)?;
         let err = |e: ort::Error| backend_err("ort", Some(&onnx.display().to_string()), e);
         let mut builder = Session::builder(env)
             .map_err(err)?
@@ -54,7 +79,6 @@ impl OrtEngine {
         }
         if let Device::Cuda(id) = device {
             // The set-up links the wheel's NVIDIA libraries next to the GPU runtime.
-            let lib = ort_library(device);
             let nvidia = lib
                 .parent()
                 .map(|d| d.join("nvidia"))
