@@ -75,3 +75,11 @@ fn c_classify_image_target() {
         nasnet_bindings::NasnetStatus::Ok
     );
 }
+
+/// Finding: an HDF5 file whose groups link into a cycle hung the Keras importer.
+#[test]
+fn keras_groups_in_a_cycle_are_an_error() {
+    let bytes = std::fs::read(fuzz_dir().join("regressions/keras/cyclic-groups")).unwrap();
+    let e = nasnet_zoo::keras::read_keras(bytes, 4).unwrap_err().to_string();
+    assert!(e.contains("a cycle of links?"), "{e}");
+}

@@ -35,6 +35,11 @@ struct Weight {
     values: Vec<f32>,
 }
 
+/// How deep Keras weight groups may nest under a layer (Keras writes two levels).
+const MAX_GROUP_DEPTH: usize = 8;
+/// How many groups a weight file may hold (NASNet-A Large's has a few thousand).
+const MAX_GROUPS: usize = 100_000;
+
 /// Every dataset of the file.
 fn datasets(bytes: Vec<u8>) -> Result<Vec<Weight>, KerasError> {
     let file = hdf5_pure::File::from_bytes(bytes)
@@ -42,11 +47,20 @@ fn datasets(bytes: Vec<u8>) -> Result<Vec<Weight>, KerasError> {
     let root = file.root();
     let e = |e: hdf5_pure::Error| KerasError(format!("corrupt HDF5 file: {e}"));
     let mut out = vec![];
+    // Links may form cycles (a group holding itself): bound the walk by depth and size.
+    let mut groups_seen = 0usize;
     for layer in root.groups().map_err(e)? {
         let g = root.group(&layer).map_err(e)?;
         // Weights sit one or more groups down (`<scope>/<layer>/kernel:0`).
-        let mut stack = vec![(g, String::new())];
-        while let Some((g, prefix)) = stack.pop() {
+        let mut stack = vec![(g, String::new(), 0usize)];
+        while let Some((g, prefix, depth)) = stack.pop() {
+            groups_seen += 1;
+            if depth > MAX_GROUP_DEPTH || groups_seen > MAX_GROUPS {
+                return err(format!(
+                    "the groups under {layer} nest deeper than {MAX_GROUP_DEPTH} levels or \
+                     number more than {MAX_GROUPS} (a cycle of links?); not Keras weights"
+                ));
+            }
             for d in g.datasets().map_err(e)? {
                 let ds = g.dataset(&d).map_err(e)?;
                 let shape = ds
@@ -65,7 +79,7 @@ fn datasets(bytes: Vec<u8>) -> Result<Vec<Weight>, KerasError> {
             }
             for sub in g.groups().map_err(e)? {
                 let child = g.group(&sub).map_err(e)?;
-                stack.push((child, format!("{prefix}{sub}/")));
+                stack.push((child, format!("{prefix}{sub}/"), depth + 1));
             }
         }
     }
