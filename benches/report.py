@@ -31,6 +31,8 @@ import time
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
+from compare import median_ms, torch_model  # noqa: E402  (the same timing as compare.py)
 NASNET = os.path.join(ROOT, "target", "release", "nasnet")
 LATENCY = os.path.join(ROOT, "target", "release", "examples", "latency")
 PHOTO = os.path.join(ROOT, "tests", "fixtures", "images", "phone12mp.jpg")
@@ -40,17 +42,6 @@ BACKENDS = ["ort", "tract", "candle"]
 
 def cargo(*args):
     subprocess.run(["cargo", *args], cwd=ROOT, check=True)
-
-
-def median_ms(fn, runs):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def timed(cmd):
@@ -81,8 +72,6 @@ def torch_stacks(arch, model_dir, x, threads, runs):
     """PyTorch eager and ONNX Runtime on torch's export, when PyTorch is installed."""
     try:
         import torch
-        sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
-        from compare import torch_model
         net = torch_model(ARCHS[arch], os.path.join(model_dir, "model.safetensors"))
     except Exception as e:  # PyTorch or the reference packages are optional
         print(f"PyTorch stacks skipped: {e}", file=sys.stderr)

@@ -22,16 +22,16 @@ command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz is missing: carg
 # cargo fuzz passes nightly-only flags (-Zsanitizer); this lets the stable compiler take them.
 export RUSTC_BOOTSTRAP=1
 export NASNET_FUZZ_MODEL="$PWD/fuzz/model"
-fuzz=(cargo fuzz --fuzz-dir fuzz)
+fuzz() { cargo fuzz "$1" --fuzz-dir fuzz "${@:2}"; }
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <("${fuzz[@]}" list)
-"${fuzz[@]}" build -O >&2
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(fuzz list)
+fuzz build -O >&2
 logs=target/fuzz-logs
 mkdir -p "$logs"
 run() {
   local t=$1
   mkdir -p "target/fuzz-corpus/$t"
-  "${fuzz[@]}" run -O "$t" "target/fuzz-corpus/$t" "fuzz/corpus/$t" -- \
+  fuzz run -O "$t" "target/fuzz-corpus/$t" "fuzz/corpus/$t" -- \
     -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
     >"$logs/$t.log" 2>&1
 }

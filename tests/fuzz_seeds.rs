@@ -80,6 +80,8 @@ fn c_classify_image_target() {
 #[test]
 fn keras_groups_in_a_cycle_are_an_error() {
     let bytes = std::fs::read(fuzz_dir().join("regressions/keras/cyclic-groups")).unwrap();
-    let e = nasnet_zoo::keras::read_keras(bytes, 4).unwrap_err().to_string();
+    let e = nasnet_zoo::keras::read_keras(bytes, 4)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("a cycle of links?"), "{e}");
 }
