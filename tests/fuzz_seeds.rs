@@ -85,3 +85,28 @@ fn keras_groups_in_a_cycle_are_an_error() {
         .to_string();
     assert!(e.contains("a cycle of links?"), "{e}");
 }
+
+/// Finding: a graph output that no node produces made tract panic while reading the model;
+/// `Model::open` reports it as an error naming the file.
+#[test]
+fn a_model_whose_output_has_no_producer_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fuzz_dir().join("model/model.json"),
+        d.path().join("model.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fuzz_dir().join("regressions/model_open/output-without-producer.onnx"),
+        d.path().join("model.onnx"),
+    )
+    .unwrap();
+    let e = nasnet_runtime::Model::open(d.path(), Default::default())
+        .err()
+        .expect("an error")
+        .to_string();
+    assert!(
+        e.contains("model.onnx") && e.contains("tract failed"),
+        "{e}"
+    );
+}

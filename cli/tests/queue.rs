@@ -183,6 +183,18 @@ fn assert_results_trimmed(url: &str, queue: &str) {
     );
 }
 
+/// Waits for a process to exit, failing the test if it takes longer than `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(t0.elapsed() < limit, "the process hung");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !done() {
@@ -233,14 +245,7 @@ fn a_worker_killed_mid_job_has_its_job_taken_over() {
         std::fs::read_to_string(&log_a).is_ok_and(|l| l.contains(" started"))
     });
     stop(a);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = search.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the search hung");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut search, Duration::from_secs(120));
     stop(b);
     assert!(status.success());
     let log = std::fs::read_to_string(&log_b).unwrap();
@@ -460,14 +465,7 @@ fn a_redis_restart_without_persistence_loses_no_child() {
     });
     // Jobs in the stream, jobs on the workers, results not yet read: all gone.
     r.restart_empty();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = search.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "the search hung");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut search, Duration::from_secs(120));
     stop(a);
     stop(b);
     assert!(status.success());

@@ -1,5 +1,7 @@
 #![no_main]
 
+// Each target uses one function of the shared harness.
+#[allow(dead_code)]
 mod harness {
     include!("../harness.rs");
 }

@@ -48,11 +48,32 @@ pub fn optimized_ops(
     Ok(h)
 }
 
+/// Runs one of tract's steps on a model file, turning a panic inside tract (it indexes maps
+/// with names a damaged file may lack) into an error naming the file.
+fn guarded<T>(onnx: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(backend_msg(
+            "tract",
+            &format!(
+                "{}: tract failed on this model ({why}); is model.onnx damaged?",
+                onnx.display()
+            ),
+        ))
+    })
+}
+
 impl TractEngine {
     pub(crate) fn open(onnx: &Path, size: usize, threads: Option<usize>) -> Result<Self> {
-        let model = tract_onnx::onnx()
-            .model_for_path(onnx)
-            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
+        let model = guarded(onnx, || {
+            tract_onnx::onnx()
+                .model_for_path(onnx)
+                .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+        })?;
         let engine = Self {
             model,
             plans: Default::default(),
@@ -73,13 +94,14 @@ impl TractEngine {
             return Ok(p.clone());
         }
         let s = self.size;
-        let plan = self
-            .model
-            .clone()
-            .with_input_fact(0, f32::fact([batch, 3, s, s]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| backend_err("tract", Some(&self.path.display().to_string()), e))?;
+        let plan = guarded(&self.path, || {
+            self.model
+                .clone()
+                .with_input_fact(0, f32::fact([batch, 3, s, s]).into())
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map_err(|e| backend_err("tract", Some(&self.path.display().to_string()), e))
+        })?;
         plans.insert(batch, plan.clone());
         Ok(plan)
     }
