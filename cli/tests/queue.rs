@@ -351,6 +351,10 @@ fn an_unreachable_redis_is_a_clear_error() {
         "0",
     ]);
     assert!(e.contains("--visibility-timeout must be positive"), "{e}");
+    let mut args = search_args("redis://x/", "q", dir.to_str().unwrap(), "2");
+    args.extend(["--visibility-timeout", "0"]);
+    let e = nasnet().fails_with_status_2(&args);
+    assert!(e.contains("--visibility-timeout must be positive"), "{e}");
     // The dataset is checked before Redis is reached.
     let d = dir.to_str().unwrap();
     let e = nasnet().fails_with_status_2(&[

@@ -357,6 +357,8 @@ fn cache_offline_checksum_truncation_and_overrides() {
     );
     let e = env.fails(&["cache", "rm", "nasnet-a-large"]);
     assert!(e.contains("nasnet-a-large is not in the cache"), "{e}");
+    let e = env.fails(&["cache", "rm", "../escape"]);
+    assert!(e.contains("../escape: not a model id"), "{e}");
     env.ok(&["cache", "rm", "nasnet-a-mobile@1.0.0"]);
     assert!(!dir.exists());
     assert_eq!(env.ok(&["cache", "list", "--json"]), "");

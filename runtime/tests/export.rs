@@ -204,3 +204,38 @@ fn exported_graph_structure() {
         }
     }
 }
+
+#[test]
+fn one_onnx_runtime_per_process() {
+    if !ort_available() {
+        return;
+    }
+    let net = nasnet_model::init::synthetic_network(&nasnet_testsupport::small(
+        Preset::Mobile,
+        8,
+        0.25,
+        10,
+    ))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    model_dir(dir.path(), &net);
+    let ort = |lib: Option<&str>| {
+        Model::open(
+            dir.path(),
+            Options {
+                backend: Backend::Ort,
+                ort_library: lib.map(Into::into),
+                ..Default::default()
+            },
+        )
+    };
+    ort(None).unwrap();
+    let e = ort(Some("/elsewhere/libonnxruntime.so"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("already loaded from") && e.contains("/elsewhere/libonnxruntime.so"),
+        "{e}"
+    );
+}
