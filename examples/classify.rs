@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release --example classify -- nasnet-a-mobile photo.jpg [more.jpg ...]
-//! cargo run --release --example classify -- models/demo-mobile tests/fixtures/images/chelsea.jpg
+//! cargo run --release --example classify -- runs/fmnist examples/images/bag-0018.png
 //! ```
 //! The first argument is a model directory or a zoo id (pulled on first use).
 

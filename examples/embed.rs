@@ -1,7 +1,7 @@
 //! Embed images (the pooled penultimate features) and compare them by cosine similarity.
 //!
 //! ```sh
-//! cargo run --release --example embed -- models/demo-mobile a.jpg b.jpg
+//! cargo run --release --example embed -- runs/fmnist examples/images/bag-0018.png examples/images/coat-0006.png
 //! ```
 
 use nasnet::Classifier;

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Set-up: builds the `nasnet` binary (release), installs the ONNX Runtime shared library from
-# PyPI's onnxruntime wheel (the `ort` backend loads it at run time; tract needs nothing), and
-# writes a demo model directory with synthetic weights (models/demo-mobile).
+# Set-up: builds the `nasnet` binary (release) with the Rust toolchain alone; with --ort, also
+# installs the ONNX Runtime shared library from PyPI's onnxruntime wheel (the `ort` backend
+# loads it at run time; the default tract backend needs nothing), with Pillow beside it for the
+# Python example (examples/python/classify.py).
 #
-#   scripts/setup.sh          CPU
+#   scripts/setup.sh          the CLI only (Rust toolchain)
+#   scripts/setup.sh --ort    also ONNX Runtime, CPU (needs python3 with venv, once)
 #   scripts/setup.sh --cuda   also onnxruntime-gpu with its NVIDIA libraries (CUDA 13, driver R580+)
 #
 # ONNX Runtime goes to $NASNET_HOME/onnxruntime (default ~/.cache/nasnet/onnxruntime), where
@@ -14,11 +16,20 @@ cd "$(dirname "$0")/.."
 ORT_VERSION=${ORT_VERSION:-1.32.0}
 ORT_GPU_VERSION=${ORT_GPU_VERSION:-1.31.1}
 home=${NASNET_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/nasnet}
+ort=0
 cuda=0
-[ "${1:-}" = "--cuda" ] && cuda=1
+for arg in "$@"; do
+  case $arg in
+    --ort) ort=1 ;;
+    --cuda) ort=1 cuda=1 ;;
+    *) echo "setup: unknown option $arg (--ort, --cuda)" >&2; exit 2 ;;
+  esac
+done
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "setup: python3 not found (needed once, to fetch ONNX Runtime from PyPI)" >&2; exit 1; }
+if [ "$ort" = 1 ]; then
+  command -v python3 >/dev/null || { echo "setup: python3 not found (needed once, to fetch ONNX Runtime from PyPI)" >&2; exit 1; }
+fi
 
 # install_ort VENV PACKAGE DEST: pip-install PACKAGE into VENV, copy its shared libraries to DEST.
 install_ort() {
@@ -40,13 +51,16 @@ install_ort() {
   echo "setup: installed $package into $dest" >&2
 }
 
-install_ort "$home/venv-ort" "onnxruntime==$ORT_VERSION" "$home/onnxruntime"
+if [ "$ort" = 1 ]; then
+  install_ort "$home/venv-ort" "onnxruntime==$ORT_VERSION" "$home/onnxruntime"
+  # Pillow in the same environment runs the Python example.
+  if [ -x "$home/venv-ort/bin/python" ] && ! "$home/venv-ort/bin/python" -c 'import PIL' 2>/dev/null; then
+    "$home/venv-ort/bin/pip" install --quiet --disable-pip-version-check "pillow==${PILLOW_VERSION:-12.0.0}"
+  fi
+fi
 if [ "$cuda" = 1 ]; then
   install_ort "$home/venv-ort-gpu" "onnxruntime-gpu[cuda,cudnn]==$ORT_GPU_VERSION" "$home/onnxruntime-gpu"
 fi
 
 cargo build --release --locked -p nasnet-cli
-if [ ! -f models/demo-mobile/model.json ]; then
-  ./target/release/nasnet synthetic --arch nasnet-a-mobile -o models/demo-mobile
-fi
 echo "setup: ready: ./target/release/nasnet --help" >&2

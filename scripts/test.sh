@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# ONNX Runtime (once) for the `ort` backend's tests, Pillow for the Python example, the CLI.
+./scripts/setup.sh --ort
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh

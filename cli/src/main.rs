@@ -104,8 +104,9 @@ enum ExportFormat {
 /// Where models come from.
 #[derive(clap::Args)]
 struct ZooArgs {
-    /// A registry file adding or overriding entries (also $NASNET_REGISTRY).
-    #[arg(long, value_name = "FILE", global = true)]
+    /// A registry file, or the URL of one, adding or overriding entries (also
+    /// $NASNET_REGISTRY).
+    #[arg(long, value_name = "FILE|URL", global = true)]
     registry: Option<PathBuf>,
     /// Never touch the network (also HF_HUB_OFFLINE=1).
     #[arg(long, global = true)]
@@ -262,6 +263,35 @@ enum Command {
         force: bool,
         #[command(flatten)]
         zoo: ZooArgs,
+    },
+    /// Publish a trained model (a run directory) as an immutable version in a zoo directory,
+    /// which any static HTTP server, or the directory itself, can serve to `nasnet pull`.
+    #[command(after_help = "Examples:
+  nasnet publish runs/fmnist --id fmnist-small --version 1.0.0 --to zoo
+  nasnet pull fmnist-small --registry zoo/registry.json          # a plain directory
+  nasnet pull fmnist-small --registry https://example.org/zoo/registry.json")]
+    Publish {
+        /// The model directory to publish: a finished `nasnet train` run, or any directory
+        /// with model.json, model.safetensors and model.onnx.
+        #[arg(value_name = "RUN")]
+        run: PathBuf,
+        /// The model's id in the zoo (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        id: String,
+        /// MAJOR.MINOR.PATCH; publishing a version that exists is refused.
+        #[arg(long)]
+        version: String,
+        /// The zoo directory (created if missing); its registry.json lists every version.
+        #[arg(long, value_name = "ZOO_DIR")]
+        to: PathBuf,
+        /// The URL the zoo directory will be served at, written into registry.json; without it
+        /// the locations are relative to registry.json, which works both for a plain directory
+        /// and for `--registry URL/registry.json`.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// The license of the weights, recorded in the registry.
+        #[arg(long, default_value = "apache-2.0")]
+        license: String,
     },
     /// Write a model directory's network as ONNX or its weights as safetensors.
     Export {
@@ -437,6 +467,33 @@ fn run() -> anyhow::Result<ExitCode> {
             };
             let dir = nasnet_zoo::fetch::pull(entry, &nasnet_runtime::nasnet_home(), &opts)?;
             println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish {
+            run,
+            id,
+            version,
+            to,
+            base_url,
+            license,
+        } => {
+            let entry = nasnet_zoo::publish::publish(&nasnet_zoo::publish::PublishOptions {
+                run: &run,
+                id: &id,
+                version: &version,
+                zoo: &to,
+                base_url: base_url.as_deref(),
+                license: &license,
+            })?;
+            if !quiet() {
+                eprintln!(
+                    "published {} into {} (registry: {})",
+                    entry.spec(),
+                    to.join(&id).join(&version).display(),
+                    to.join(nasnet_zoo::publish::REGISTRY_FILE).display()
+                );
+            }
+            println!("{}", serde_json::to_string(&entry)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -619,6 +676,7 @@ fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
             "id": e.id,
             "version": e.version,
             "params": nasnet_model::init::count_parameters(&config)?,
+            "arch": e.arch_name(),
             "input_size": config.image_size,
             "top1": e.accuracy.as_ref().map(|a| a.top1),
             "cached": nasnet_zoo::fetch::is_cached(e, &home),

@@ -1,328 +1,278 @@
-//! Line charts as PNG without a font dependency: a built-in 5x7 pixel font for the few labels
-//! a chart needs.
+//! Charts as SVG, drawn with `plotters`: a training run's curves and the search's Figure 6.
+//! Ranges come from the data with a margin (a flat series gets a narrow band around its
+//! value), counts get integer ticks, and every chart has a legend.
 
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::Context;
-use image::{Rgb, RgbImage};
-use nasnet_search::train::EpochMetrics;
+use nasnet_search::train::{EpochMetrics, StepMetrics};
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
-const BG: Rgb<u8> = Rgb([255, 255, 255]);
-const AXIS: Rgb<u8> = Rgb([60, 60, 60]);
-const GRID: Rgb<u8> = Rgb([225, 225, 225]);
-/// Line colors, one per series.
-pub const COLORS: [Rgb<u8>; 4] = [
-    Rgb([31, 119, 180]),
-    Rgb([255, 127, 14]),
-    Rgb([44, 160, 44]),
-    Rgb([214, 39, 40]),
+/// Line colors, one per series (matplotlib's first four).
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
 ];
 
-/// 5x7 glyphs, one row per string, `#` set.
-fn glyph(c: char) -> [&'static str; 7] {
-    match c {
-        '0' => [
-            " ### ", "#   #", "#  ##", "# # #", "##  #", "#   #", " ### ",
-        ],
-        '1' => [
-            "  #  ", " ##  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### ",
-        ],
-        '2' => [
-            " ### ", "#   #", "    #", "   # ", "  #  ", " #   ", "#####",
-        ],
-        '3' => [
-            "#####", "   # ", "  #  ", "   # ", "    #", "#   #", " ### ",
-        ],
-        '4' => [
-            "   # ", "  ## ", " # # ", "#  # ", "#####", "   # ", "   # ",
-        ],
-        '5' => [
-            "#####", "#    ", "#### ", "    #", "    #", "#   #", " ### ",
-        ],
-        '6' => [
-            "  ## ", " #   ", "#    ", "#### ", "#   #", "#   #", " ### ",
-        ],
-        '7' => [
-            "#####", "    #", "   # ", "  #  ", " #   ", " #   ", " #   ",
-        ],
-        '8' => [
-            " ### ", "#   #", "#   #", " ### ", "#   #", "#   #", " ### ",
-        ],
-        '9' => [
-            " ### ", "#   #", "#   #", " ####", "    #", "   # ", " ##  ",
-        ],
-        '.' => [
-            "     ", "     ", "     ", "     ", "     ", " ##  ", " ##  ",
-        ],
-        '-' => [
-            "     ", "     ", "     ", "#####", "     ", "     ", "     ",
-        ],
-        '/' => [
-            "    #", "    #", "   # ", "  #  ", " #   ", "#    ", "#    ",
-        ],
-        '%' => [
-            "##   ", "##  #", "   # ", "  #  ", " #   ", "#  ##", "   ##",
-        ],
-        '(' => [
-            "   # ", "  #  ", " #   ", " #   ", " #   ", "  #  ", "   # ",
-        ],
-        ')' => [
-            " #   ", "  #  ", "   # ", "   # ", "   # ", "  #  ", " #   ",
-        ],
-        'a' => [
-            "     ", "     ", " ### ", "    #", " ####", "#   #", " ####",
-        ],
-        'b' => [
-            "#    ", "#    ", "#### ", "#   #", "#   #", "#   #", "#### ",
-        ],
-        'c' => [
-            "     ", "     ", " ### ", "#    ", "#    ", "#   #", " ### ",
-        ],
-        'd' => [
-            "    #", "    #", " ####", "#   #", "#   #", "#   #", " ####",
-        ],
-        'e' => [
-            "     ", "     ", " ### ", "#   #", "#####", "#    ", " ### ",
-        ],
-        'f' => [
-            "  ## ", " #  #", " #   ", "###  ", " #   ", " #   ", " #   ",
-        ],
-        'g' => [
-            "     ", " ####", "#   #", "#   #", " ####", "    #", " ### ",
-        ],
-        'h' => [
-            "#    ", "#    ", "# ## ", "##  #", "#   #", "#   #", "#   #",
-        ],
-        'i' => [
-            "  #  ", "     ", " ##  ", "  #  ", "  #  ", "  #  ", " ### ",
-        ],
-        'j' => [
-            "   # ", "     ", "  ## ", "   # ", "   # ", "#  # ", " ##  ",
-        ],
-        'k' => [
-            "#    ", "#    ", "#  # ", "# #  ", "##   ", "# #  ", "#  # ",
-        ],
-        'l' => [
-            " ##  ", "  #  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### ",
-        ],
-        'm' => [
-            "     ", "     ", "## # ", "# # #", "# # #", "#   #", "#   #",
-        ],
-        'n' => [
-            "     ", "     ", "# ## ", "##  #", "#   #", "#   #", "#   #",
-        ],
-        'o' => [
-            "     ", "     ", " ### ", "#   #", "#   #", "#   #", " ### ",
-        ],
-        'p' => [
-            "     ", "     ", "#### ", "#   #", "#### ", "#    ", "#    ",
-        ],
-        'q' => [
-            "     ", "     ", " ####", "#   #", " ####", "    #", "    #",
-        ],
-        'r' => [
-            "     ", "     ", "# ## ", "##  #", "#    ", "#    ", "#    ",
-        ],
-        's' => [
-            "     ", "     ", " ####", "#    ", " ### ", "    #", "#### ",
-        ],
-        't' => [
-            " #   ", " #   ", "###  ", " #   ", " #   ", " #  #", "  ## ",
-        ],
-        'u' => [
-            "     ", "     ", "#   #", "#   #", "#   #", "#  ##", " ## #",
-        ],
-        'v' => [
-            "     ", "     ", "#   #", "#   #", "#   #", " # # ", "  #  ",
-        ],
-        'w' => [
-            "     ", "     ", "#   #", "#   #", "# # #", "# # #", " # # ",
-        ],
-        'x' => [
-            "     ", "     ", "#   #", " # # ", "  #  ", " # # ", "#   #",
-        ],
-        'y' => [
-            "     ", "     ", "#   #", "#   #", " ####", "    #", " ### ",
-        ],
-        'z' => [
-            "     ", "     ", "#####", "   # ", "  #  ", " #   ", "#####",
-        ],
-        _ => ["     "; 7],
-    }
+/// One named series of `(x, y)` points.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: Vec<(f64, f64)>,
+    /// Circles at the points (sparse series: one per epoch).
+    pub markers: bool,
+    /// A thin line (dense series: one point per logged step).
+    pub thin: bool,
 }
 
-/// Draws `text` with its top-left corner at `(x, y)`, each font pixel `scale` pixels wide.
-pub fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, color: Rgb<u8>, scale: i64) {
-    for (k, c) in s.chars().enumerate() {
-        let rows = glyph(c.to_ascii_lowercase());
-        for (r, row) in rows.iter().enumerate() {
-            for (col, b) in row.bytes().enumerate() {
-                if b == b'#' {
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            put(
-                                img,
-                                x + (k as i64 * 6 + col as i64) * scale + dx,
-                                y + r as i64 * scale + dy,
-                                color,
-                            );
-                        }
-                    }
-                }
-            }
+impl<'a> Series<'a> {
+    /// A line with markers.
+    pub fn new(name: &'a str, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name,
+            points,
+            markers: true,
+            thin: false,
         }
     }
 }
 
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>, thick: i64) {
-    let steps = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
-    for i in 0..=steps {
-        let x = x0 + (x1 - x0) * i / steps;
-        let y = y0 + (y1 - y0) * i / steps;
-        for d in 0..thick {
-            put(img, x, y + d - thick / 2, c);
-            put(img, x + d - thick / 2, y, c);
-        }
-    }
-}
-
-fn label(v: f64) -> String {
-    let a = v.abs();
-    if a >= 100.0 || v == 0.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// One chart panel: named series of `(x, y)` points.
+/// One chart panel.
 pub struct Panel<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
-    pub series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    /// The x values are counts: integer ticks only.
+    pub integer_x: bool,
+    /// Where the legend goes (where the lines are not).
+    pub legend: SeriesLabelPosition,
+    pub series: Vec<Series<'a>>,
 }
 
-/// Draws `panels` side by side into a PNG, written through a temporary file and a rename.
-pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
-    let (pw, ph) = (520i64, 380i64);
-    let mut img = RgbImage::from_pixel((pw * panels.len() as i64) as u32, ph as u32, BG);
-    for (k, panel) in panels.iter().enumerate() {
-        let ox = pw * k as i64;
-        let (left, right, top, bottom) = (ox + 70, ox + pw - 40, 56i64, ph - 50);
-        let pts: Vec<(f64, f64)> = panel.series.iter().flat_map(|s| s.1.clone()).collect();
-        let fin = |v: &f64| v.is_finite();
-        let xs: Vec<f64> = pts.iter().map(|p| p.0).filter(fin).collect();
-        let ys: Vec<f64> = pts.iter().map(|p| p.1).filter(fin).collect();
-        let (mut x0, mut x1) = bounds(&xs);
-        let (mut y0, mut y1) = bounds(&ys);
-        if x1 <= x0 {
-            x0 -= 0.5;
-            x1 += 0.5;
+/// A number as a tick label: no more digits than the range needs.
+fn tick(v: f64, span: f64) -> String {
+    let digits = if span >= 20.0 {
+        0
+    } else {
+        (2.0 - span.log10().floor()).clamp(1.0, 5.0) as usize
+    };
+    format!("{v:.digits$}")
+}
+
+/// `[lo, hi]` of the finite values, `None` when there are none.
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+        })
+}
+
+/// The y range: the data with 8% of its span on each side; a flat series gets a band of 5%
+/// of its value (at least 0.01) around it.
+fn y_range(points: &[(f64, f64)]) -> Range<f64> {
+    let (lo, hi) = bounds(points.iter().map(|p| p.1)).unwrap_or((0.0, 1.0));
+    let span = hi - lo;
+    let pad = if span > 1e-9 * hi.abs().max(1.0) {
+        span * 0.08
+    } else {
+        (hi.abs() * 0.05).max(0.01)
+    };
+    lo - pad..hi + pad
+}
+
+/// The x range: from 0 (the start of training, or of the search) to the last point.
+fn x_range(points: &[(f64, f64)]) -> Range<f64> {
+    let (_, hi) = bounds(points.iter().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    0.0..hi.max(1.0)
+}
+
+fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyhow::Result<()> {
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().filter(finite).copied())
+        .collect();
+    let (xs, ys) = (x_range(&all), y_range(&all));
+    let y_span = ys.end - ys.start;
+    let x_span = xs.end - xs.start;
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(xs, ys)?;
+    let y_fmt = |v: &f64| tick(*v, y_span);
+    let x_fmt = |v: &f64| tick(*v, x_span);
+    // Counts: a label only where the tick is a whole number.
+    let count_fmt = |v: &f64| {
+        if (v - v.round()).abs() < 1e-6 {
+            format!("{:.0}", v.round())
+        } else {
+            String::new()
         }
-        if y1 <= y0 {
-            y0 -= 0.5;
-            y1 += 0.5;
-        }
-        let pad = (y1 - y0) * 0.05;
-        let (y0, y1) = (y0 - pad, y1 + pad);
-        let px = |x: f64| left + ((x - x0) / (x1 - x0) * (right - left) as f64) as i64;
-        let py = |y: f64| bottom - ((y - y0) / (y1 - y0) * (bottom - top) as f64) as i64;
-        for t in 0..=4 {
-            let yv = y0 + (y1 - y0) * t as f64 / 4.0;
-            let y = py(yv);
-            line(&mut img, (left, y), (right, y), GRID, 1);
-            text(&mut img, ox + 4, y - 7, &label(yv), AXIS, 2);
-            let xv = x0 + (x1 - x0) * t as f64 / 4.0;
-            let x = px(xv);
-            line(&mut img, (x, top), (x, bottom), GRID, 1);
-            text(&mut img, x - 12, bottom + 8, &label(xv), AXIS, 2);
-        }
-        line(&mut img, (left, bottom), (right, bottom), AXIS, 1);
-        line(&mut img, (left, top), (left, bottom), AXIS, 1);
-        text(&mut img, ox + 10, 8, panel.title, AXIS, 2);
-        text(
-            &mut img,
-            right - 12 * panel.x_label.len() as i64,
-            ph - 20,
-            panel.x_label,
-            AXIS,
-            2,
-        );
-        for (i, (name, s)) in panel.series.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
-            let s: Vec<&(f64, f64)> = s.iter().filter(|p| fin(&p.0) && fin(&p.1)).collect();
-            for w in s.windows(2) {
-                line(
-                    &mut img,
-                    (px(w[0].0), py(w[0].1)),
-                    (px(w[1].0), py(w[1].1)),
-                    c,
-                    2,
-                );
-            }
-            for p in &s {
-                for d in -2..=2 {
-                    line(
-                        &mut img,
-                        (px(p.0) - 2, py(p.1) + d),
-                        (px(p.0) + 2, py(p.1) + d),
-                        c,
-                        1,
-                    );
-                }
-            }
-            let lx = ox + 10 + 165 * i as i64;
-            line(&mut img, (lx, 36), (lx + 25, 36), c, 3);
-            text(&mut img, lx + 32, 30, name, AXIS, 2);
+    };
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(panel.x_label)
+        .light_line_style(RGBColor(238, 238, 238))
+        .y_label_formatter(&y_fmt)
+        .label_style(("sans-serif", 12));
+    if panel.integer_x {
+        mesh.x_labels((x_span as usize + 1).min(10))
+            .x_label_formatter(&count_fmt);
+    } else {
+        mesh.x_label_formatter(&x_fmt);
+    }
+    mesh.draw()?;
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
+        let width = if s.thin { 1 } else { 2 };
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))?
+            .label(s.name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        if s.markers {
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
     }
-    let tmp = path.with_extension("png.partial");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    chart
+        .configure_series_labels()
+        .position(panel.legend.clone())
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(190, 190, 190))
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    Ok(())
 }
 
-fn bounds(v: &[f64]) -> (f64, f64) {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) }
+/// Draws `panels` side by side into an SVG file, written through a temporary file and a
+/// rename.
+pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
+    {
+        anyhow::bail!("{}: charts are SVG; name the file .svg", path.display());
+    }
+    let mut svg = String::new();
+    {
+        let size = (480 * panels.len().max(1) as u32, 360);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE)?;
+        for (area, panel) in root
+            .split_evenly((1, panels.len().max(1)))
+            .iter()
+            .zip(panels)
+        {
+            draw_panel(area, panel).with_context(|| format!("drawing {}", path.display()))?;
+        }
+        root.present()?;
+    }
+    nasnet_core::fsutil::write_file_atomically(path, |tmp| -> anyhow::Result<()> {
+        std::fs::write(tmp, &svg).with_context(|| format!("cannot write {}", tmp.display()))
+    })
 }
 
-/// `curves.png` of a training run: loss and accuracy per epoch, training and validation.
-pub fn write_curves(path: &Path, rows: &[EpochMetrics]) -> anyhow::Result<()> {
-    let e = |r: &EpochMetrics| r.epoch as f64;
-    let pick = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter_map(|r| f(r).map(|v| (e(r), v)))
+/// `curves.svg` of a training run: the training loss every logged step and per epoch with the
+/// validation loss, and the accuracies per epoch.
+pub fn write_curves(
+    path: &Path,
+    epochs: &[EpochMetrics],
+    steps: &[StepMetrics],
+) -> anyhow::Result<()> {
+    let per_epoch = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        epochs
+            .iter()
+            .filter_map(|r| f(r).map(|v| (r.epoch as f64, v)))
             .collect()
     };
+    let mut loss = vec![];
+    if !steps.is_empty() {
+        loss.push(Series {
+            name: "train, logged steps",
+            points: steps.iter().map(|s| (s.epoch, s.loss)).collect(),
+            markers: false,
+            thin: true,
+        });
+    }
+    loss.push(Series::new(
+        "train, epoch mean",
+        per_epoch(&|r| Some(r.train_loss)),
+    ));
+    loss.push(Series::new("validation", per_epoch(&|r| r.val_loss)));
     write_panels(
         path,
         &[
             Panel {
                 title: "loss",
                 x_label: "epoch",
-                series: vec![
-                    ("train", pick(&|r| Some(r.train_loss))),
-                    ("val", pick(&|r| r.val_loss)),
-                ],
+                integer_x: false,
+                legend: SeriesLabelPosition::UpperRight,
+                series: loss,
             },
             Panel {
                 title: "accuracy",
                 x_label: "epoch",
+                integer_x: false,
+                legend: SeriesLabelPosition::LowerRight,
                 series: vec![
-                    ("train", pick(&|r| Some(r.train_acc))),
-                    ("val", pick(&|r| r.val_acc)),
+                    Series::new("train", per_epoch(&|r| Some(r.train_acc))),
+                    Series::new("validation", per_epoch(&|r| r.val_acc)),
                 ],
             },
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_sensible() {
+        // A flat series: a narrow band around its value, not 0.16 to 1.26.
+        let r = y_range(&[(1.0, 0.71), (2.0, 0.71)]);
+        assert!(r.start > 0.67 && r.end < 0.75, "{r:?}");
+        let r = y_range(&[(1.0, 0.5), (2.0, 0.9)]);
+        assert!(
+            (r.start - 0.468).abs() < 1e-9 && (r.end - 0.932).abs() < 1e-9,
+            "{r:?}"
+        );
+        // One epoch: the axis runs from 0 to 1, not 0.5 to 1.5.
+        assert_eq!(x_range(&[(1.0, 0.3)]), 0.0..1.0);
+        assert_eq!(x_range(&[(0.25, 0.3), (60.0, 0.3)]), 0.0..60.0);
+        assert_eq!(tick(0.123456, 0.05), "0.1235");
+        assert_eq!(tick(12.0, 100.0), "12");
+    }
+
+    #[test]
+    fn a_chart_is_svg_with_every_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.svg");
+        let panel = Panel {
+            title: "best reward",
+            x_label: "models",
+            integer_x: true,
+            legend: SeriesLabelPosition::LowerRight,
+            series: vec![Series::new("rl", vec![(1.0, 0.5), (2.0, 0.6), (3.0, 0.6)])],
+        };
+        write_panels(&path, &[panel]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+        // plotters writes each text element's content on a line of its own.
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        for text in ["best reward", "models", "rl", "3"] {
+            assert!(texts.contains(&text), "{text} missing");
+        }
+        // Integer axis: no fractional model counts.
+        assert!(!texts.contains(&"1.5") && !texts.contains(&"2.5"));
+        assert!(write_panels(&dir.path().join("c.png"), &[]).is_err());
+    }
 }

@@ -12,6 +12,7 @@ use nasnet_search::nas::space::Space;
 use nasnet_search::nas::strategy::{EvolutionConfig, Kind};
 
 use crate::plot::{self, Panel};
+use plotters::chart::SeriesLabelPosition;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum StrategyArg {
@@ -31,7 +32,7 @@ pub enum SearchCommand {
         /// Cells listed per search.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// Where the plot goes (default: DIR/search.png of the first directory).
+        /// Where the plot goes (SVG; default: DIR/search.svg of the first directory).
         #[arg(long)]
         plot: Option<PathBuf>,
     },
@@ -278,7 +279,7 @@ fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Res
     }
     let path = plot_path
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| dirs[0].join("search.png"));
+        .unwrap_or_else(|| dirs[0].join("search.svg"));
     let titles = ["best reward", "top-5 mean", "top-25 mean"];
     let panels: Vec<Panel> = panels
         .iter()
@@ -286,9 +287,17 @@ fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Res
         .map(|(series, title)| Panel {
             title,
             x_label: "models",
+            integer_x: true,
+            legend: SeriesLabelPosition::LowerRight,
             series: series
                 .iter()
-                .map(|(n, v)| (n.as_str(), v.clone()))
+                .map(|(n, v)| plot::Series {
+                    name: n.as_str(),
+                    points: v.clone(),
+                    // One marker per model is clutter past a few dozen.
+                    markers: v.len() <= 30,
+                    thin: v.len() > 200,
+                })
                 .collect(),
         })
         .collect();

@@ -129,7 +129,7 @@ pub struct TrainArgs {
     device: String,
     #[command(flatten)]
     zoo: crate::ZooArgs,
-    /// The run directory: checkpoints, metrics.csv, curves.png and, at the end, the model
+    /// The run directory: checkpoints, metrics.csv, steps.csv, curves.svg and, at the end, the model
     /// (model.json, model.safetensors, model.onnx).
     #[arg(short, long, value_name = "RUN_DIR")]
     output: PathBuf,
@@ -377,8 +377,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     )?;
     pb.finish_and_clear();
     let metrics = train::EpochMetrics::read_csv(&out.join("metrics.csv")).unwrap_or_default();
+    let steps = train::StepMetrics::read_csv(&out.join("steps.csv")).unwrap_or_default();
     if !metrics.is_empty() {
-        plot::write_curves(&out.join("curves.png"), &metrics)?;
+        plot::write_curves(&out.join("curves.svg"), &metrics, &steps)?;
     }
     let total = trainer.steps_per_epoch(&train_set) * args.epochs;
     if trainer.state.step < total {
@@ -403,6 +404,19 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let path = out.join("result.json");
     std::fs::write(&path, format!("{summary:#}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // model.json records how the model was made, which `nasnet publish` carries into the zoo.
+    meta.training = Some(nasnet_core::meta::Training {
+        command: Some(command_line()),
+        dataset: Some(spec.to_string()),
+        config: serde_json::to_value(&trainer.cfg).ok(),
+        test_top1: Some(acc),
+        test_count: Some(test.len()),
+    });
+    let json = meta.to_json();
+    let meta_path = out.join(nasnet_core::meta::META_FILE);
+    nasnet_core::fsutil::write_file_atomically(&meta_path, |p| -> anyhow::Result<()> {
+        std::fs::write(p, &json).with_context(|| format!("cannot write {}", p.display()))
+    })?;
     eprintln!(
         "test top-1 {:.4} on {} images; model written to {} ({:.0} s training)",
         acc,
@@ -590,4 +604,23 @@ fn pixels_to_input(d: &Dataset, i: usize, p: &Preprocessing) -> anyhow::Result<V
         p,
     )
     .map_err(anyhow::Error::msg)
+}
+
+/// This process's command line, quoted for a POSIX shell where needed, with the program as
+/// `nasnet`.
+fn command_line() -> String {
+    let quote = |a: String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once("nasnet".to_owned())
+        .chain(std::env::args().skip(1).map(quote))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -814,3 +814,136 @@ fn recursive_directories_and_lists_of_files() {
     let e = nasnet().fails_with_status_2(&["classify", "--model", m, "--files-from", "/no/list"]);
     assert!(e.contains("/no/list"), "{e}");
 }
+
+/// A Python with ONNX Runtime, NumPy and Pillow: `$NASNET_PYTHON`, the environment
+/// `scripts/setup.sh --ort` makes, or `python3`.
+fn python_with_onnxruntime() -> Option<PathBuf> {
+    let home = std::env::var_os("NASNET_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/nasnet")));
+    let candidates = std::env::var_os("NASNET_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(home.map(|h| h.join("venv-ort/bin/python")))
+        .chain([PathBuf::from("python3")]);
+    for python in candidates {
+        let works = std::process::Command::new(&python)
+            .args(["-c", "import onnxruntime, numpy, PIL"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if works {
+            return Some(python);
+        }
+    }
+    None
+}
+
+/// The README's Python section: `examples/python/classify.py` runs `model.onnx` with ONNX
+/// Runtime and the transform `model.json` records, and predicts what `nasnet classify` does.
+#[test]
+fn the_python_example_predicts_what_the_cli_does() {
+    let Some(python) = python_with_onnxruntime() else {
+        assert!(
+            std::env::var_os("NASNET_REQUIRE_ORT").is_none(),
+            "NASNET_REQUIRE_ORT is set but no Python has onnxruntime, numpy and PIL"
+        );
+        eprintln!("SKIPPED: no Python with onnxruntime, numpy and Pillow (scripts/setup.sh --ort)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    ok(&nasnet().run(&[
+        "synthetic",
+        "--arch",
+        "nasnet-a-mobile",
+        "--filters",
+        "8",
+        "--stem-multiplier",
+        "0.25",
+        "--classes",
+        "10",
+        "-o",
+        model.to_str().unwrap(),
+    ]));
+    let images = [
+        fixture("../images/chelsea.jpg"),
+        fixture("../images/portrait.jpg"),
+    ];
+    let images: Vec<&str> = images.iter().map(|p| p.to_str().unwrap()).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/classify.py");
+    let mut args = vec![script.to_str().unwrap(), model.to_str().unwrap()];
+    args.extend(&images);
+    args.extend(["--top-k", "10", "--json"]);
+    let out = std::process::Command::new(&python)
+        .args(&args)
+        .output()
+        .unwrap();
+    let py = ok(&out);
+    let mut cli_args = vec![
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--top-k",
+        "10",
+        "--json",
+    ];
+    cli_args.extend(&images);
+    let cli = ok(&nasnet().run(&cli_args));
+    let logits = |line: &str| -> Vec<f64> {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut l = vec![0.0; 10];
+        for p in v["predictions"].as_array().unwrap() {
+            l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap();
+        }
+        l
+    };
+    let (py, cli): (Vec<&str>, Vec<&str>) = (py.lines().collect(), cli.lines().collect());
+    assert_eq!(py.len(), 2, "{py:?}");
+    assert_eq!(cli.len(), 2, "{cli:?}");
+    for (a, b) in py.iter().zip(&cli) {
+        let (a, b) = (logits(a), logits(b));
+        let range =
+            b.iter().cloned().fold(f64::MIN, f64::max) - b.iter().cloned().fold(f64::MAX, f64::min);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        // PIL's resize and ours differ by well under 1/255 per pixel on average.
+        assert!(worst <= 0.02 * range.max(1e-6), "python {a:?}\ncli {b:?}");
+    }
+}
+
+/// The README's first command: the bundled Fashion-MNIST model classifies the example images
+/// (named by their true class) correctly, offline, from an empty cache.
+#[test]
+fn the_bundled_model_classifies_the_example_images() {
+    let home = tempfile::tempdir().unwrap();
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/images");
+    let out = ok(&nasnet().env("NASNET_HOME", home.path()).run(&[
+        "classify",
+        "--offline",
+        "--model",
+        "nasnet-a-fashion-mnist",
+        "--top-k",
+        "1",
+        "--json",
+        images.to_str().unwrap(),
+    ]));
+    let mut seen = 0;
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let input = v["input"].as_str().unwrap();
+        let name = Path::new(input).file_stem().unwrap().to_str().unwrap();
+        // CLASS-INDEX.png, CLASS as the label in lowercase with '-' for ' ' and '/'.
+        let truth = name.rsplit_once('-').unwrap().0;
+        let label = v["predictions"][0]["label"].as_str().unwrap();
+        assert_eq!(
+            label.to_lowercase().replace([' ', '/'], "-"),
+            truth,
+            "{line}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 12, "{out}");
+}

@@ -71,7 +71,7 @@ fn a_killed_search_resumes_without_losing_or_repeating_a_child() {
         );
         let report = String::from_utf8(out.stdout).unwrap();
         assert!(report.contains("24 children"), "{report}");
-        assert!(dir.join("search.png").is_file());
+        assert!(dir.join("search.svg").is_file());
         assert!(dir.join("best_genotype.json").is_file());
         // The best cell trains: `nasnet train --genotype` takes the exported file.
         let g = std::fs::read_to_string(dir.join("best_genotype.json")).unwrap();
@@ -104,7 +104,7 @@ fn the_report_compares_strategies() {
         ok(&out);
         dirs.push(dir);
     }
-    let plot = tmp.path().join("figure6.png");
+    let plot = tmp.path().join("figure6.svg");
     let mut args = vec![
         "search".to_string(),
         "report".into(),
@@ -122,8 +122,10 @@ fn the_report_compares_strategies() {
     ] {
         assert!(text.contains(s), "{text}");
     }
-    let png = std::fs::read(&plot).unwrap();
-    assert_eq!(&png[..4], b"\x89PNG");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for legend in ["random", "evolution", "rl"] {
+        assert!(svg.lines().any(|l| l.trim() == legend), "{legend} missing");
+    }
     // A trained model from the best genotype.
     let best = dirs[1].join("best_genotype.json");
     let data = tmp.path().join("none");

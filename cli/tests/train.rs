@@ -114,14 +114,40 @@ fn a_training_run_is_a_model_every_backend_serves() {
         "model.safetensors",
         "model.onnx",
         "metrics.csv",
-        "curves.png",
+        "steps.csv",
+        "curves.svg",
     ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
-    let png = std::fs::read(run.join("curves.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(run.join("curves.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("validation"), "{svg}");
+    // steps.csv: the toy's short epochs are logged at every step, up to the end of epoch 2.
+    let steps = std::fs::read_to_string(run.join("steps.csv")).unwrap();
+    let rows: Vec<&str> = steps.lines().skip(1).collect();
+    let epochs = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let last = epochs.lines().last().unwrap().split(',').nth(1).unwrap();
+    assert_eq!(rows.len().to_string(), last, "a row per step: {steps}");
+    assert_eq!(
+        rows.last().unwrap().split(',').nth(1),
+        Some("2.0000"),
+        "{steps}"
+    );
     let meta = json(&std::fs::read_to_string(run.join("model.json")).unwrap());
     assert_eq!(meta["labels"][0], "T-shirt/top");
+    // model.json records how the model was trained, for `nasnet publish`.
+    let training = &meta["training"];
+    assert!(
+        training["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("nasnet train --dataset fashion-mnist:"),
+        "{training}"
+    );
+    assert_eq!(training["config"]["epochs"], 2, "{training}");
+    assert!(
+        training["test_top1"].is_number() && training["test_count"] == 30,
+        "{training}"
+    );
     assert_eq!(meta["labels"].as_array().unwrap().len(), 10);
     assert_eq!(meta["architecture"]["cells"], 1);
     assert!(meta["architecture"]["genotype"]["normal"]["blocks"].is_array());

@@ -469,3 +469,124 @@ fn concurrent_pulls_of_one_model_download_once_and_both_succeed() {
     let dir = env.dir.path().join("home/models/shared/1.0.0");
     assert!(dir.join("model.json").exists() && dir.join("model.onnx").exists());
 }
+
+/// A run published into a zoo directory, served on loopback and pulled by its registry's URL,
+/// classifies exactly as the run does; so does the plain directory; a published version is
+/// never replaced, and a file changed on the server is caught by its checksum.
+#[test]
+fn publish_host_pull_and_classify_with_the_runs_logits() {
+    let env = Env::new();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let run = env.dir.path().join("run");
+    env.ok(&[
+        "synthetic",
+        "--arch",
+        "nasnet-a-mobile",
+        "--filters",
+        "8",
+        "--stem-multiplier",
+        "0.25",
+        "--classes",
+        "10",
+        "-o",
+        &path(&run),
+    ]);
+    let zoo = env.dir.path().join("zoo");
+    let publish = |version: &str| -> Vec<String> {
+        vec![
+            "publish".into(),
+            path(&run),
+            "--id".into(),
+            "tiny".into(),
+            "--version".into(),
+            version.into(),
+            "--to".into(),
+            path(&zoo),
+        ]
+    };
+    let args = publish("1.0.0");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let entry: serde_json::Value = serde_json::from_str(env.ok(&args).trim()).unwrap();
+    let version_dir = zoo.join("tiny/1.0.0");
+    let files = entry["sources"][0]["files"].as_object().unwrap();
+    assert_eq!(files.len(), 3, "{entry}");
+    let sums = std::fs::read_to_string(version_dir.join("SHA256SUMS")).unwrap();
+    for (name, sha) in files {
+        let bytes = std::fs::read(version_dir.join(name)).unwrap();
+        assert_eq!(sha.as_str().unwrap(), sha256(&bytes), "{name}");
+        assert!(
+            sums.contains(&format!("{}  {name}", sha256(&bytes))),
+            "{sums}"
+        );
+    }
+    assert_eq!(entry["sources"][0]["url"][0], "tiny/1.0.0/");
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(version_dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(published["name"], "tiny@1.0.0");
+
+    // Versions are immutable, and a second version joins the first in the registry.
+    let before = std::fs::read(version_dir.join("model.json")).unwrap();
+    let err = env.fails(&args);
+    assert!(err.contains("tiny@1.0.0 is already published"), "{err}");
+    assert_eq!(
+        std::fs::read(version_dir.join("model.json")).unwrap(),
+        before
+    );
+    let second = publish("1.1.0");
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    env.ok(&second);
+    let registry = zoo.join("registry.json");
+    let models = env.ok(&["models", "--json", "--registry", &path(&registry)]);
+    let versions: Vec<String> = models
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["id"] == "tiny")
+        .map(|v| v["version"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(versions, ["1.0.0", "1.1.0"], "{models}");
+
+    // Hosted: every file of the zoo directory on a static server.
+    let served = |rel: &str| {
+        let bytes = std::fs::read(zoo.join(rel)).unwrap();
+        env.server.route(&format!("/zoo/{rel}"), Route::File(bytes))
+    };
+    let registry_url = served("registry.json");
+    for name in files.keys() {
+        served(&format!("tiny/1.0.0/{name}"));
+    }
+    let want = env.logits(&path(&run), &registry, 224, 10);
+    env.ok(&["pull", "tiny@1.0.0", "--registry", &registry_url]);
+    assert!(
+        env.server
+            .log()
+            .iter()
+            .any(|l| l.ends_with("/zoo/tiny/1.0.0/model.onnx"))
+    );
+    let got = env.logits("tiny@1.0.0", Path::new(&registry_url), 224, 10);
+    assert_eq!(got, want, "logits of the hosted model");
+
+    // The plain directory serves too.
+    env.ok(&[
+        "pull",
+        "--force",
+        "tiny@1.0.0",
+        "--registry",
+        &path(&registry),
+    ]);
+    let got = env.logits("tiny@1.0.0", &registry, 224, 10);
+    assert_eq!(got, want, "logits of the model from the directory");
+
+    // A file changed on the server: the checksum names it and nothing is cached.
+    env.server.route(
+        "/zoo/tiny/1.0.0/model.onnx",
+        Route::File(b"not the published graph".to_vec()),
+    );
+    env.ok(&["cache", "rm", "tiny@1.0.0"]);
+    let err = env.fails(&["pull", "tiny@1.0.0", "--registry", &registry_url]);
+    assert!(
+        err.contains("model.onnx") && err.contains("sha256"),
+        "{err}"
+    );
+    let cached = env.ok(&["cache", "list", "--json"]);
+    assert!(!cached.contains("tiny"), "{cached}");
+}

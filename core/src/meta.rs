@@ -88,6 +88,27 @@ pub struct Provenance {
     pub source: FileDigest,
 }
 
+/// How a trained model was made and how well it did: what `nasnet train` records and
+/// `nasnet publish` carries into the zoo.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// The command line that trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The dataset (`fashion-mnist:DIR`, `cifar10:DIR`, `folder:DIR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The training settings (optimizer, schedule, regularization, replicas, seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
+    /// Top-1 accuracy on the dataset's test split, as a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_top1: Option<f64>,
+    /// Images in the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_count: Option<usize>,
+}
+
 /// The content of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -104,6 +125,9 @@ pub struct ModelMeta {
     /// Where the weights came from; `None` for synthetic weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// How the model was trained, for models trained by this project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
     /// The weights file in the same directory.
     pub weights: FileDigest,
 }

@@ -76,6 +76,7 @@ pub fn write_synthetic_config(
         labels: meta::default_labels(config.num_classes),
         architecture: config,
         provenance: None,
+        training: None,
         weights: FileDigest {
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),

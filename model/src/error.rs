@@ -44,9 +44,6 @@ pub enum Error {
     /// Writing a model directory or file atomically failed.
     #[error(transparent)]
     Fs(#[from] nasnet_core::fsutil::FsError),
-    /// The ONNX model could not be serialized.
-    #[error("cannot serialize the ONNX model: {0}")]
-    Serialize(#[source] protobuf::Error),
 }
 
 /// The result of the network's functions.

@@ -14,14 +14,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use onnx_protobuf::attribute_proto::AttributeType;
-use onnx_protobuf::tensor_proto::DataType;
-use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
-use onnx_protobuf::{
+// The ONNX protobuf types tract generates for its own reader, encoded with prost.
+use prost::Message;
+use tract_onnx::pb::attribute_proto::AttributeType;
+use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
+use tract_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, type_proto,
 };
-use protobuf::{EnumOrUnknown, Message, MessageField};
 
 use crate::graph::Graph;
 use crate::model::NasNet;
@@ -54,7 +55,7 @@ pub struct OnnxGraph {
 fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
-        type_: EnumOrUnknown::new(AttributeType::INT),
+        r#type: AttributeType::Int as i32,
         i: v,
         ..Default::default()
     }
@@ -63,7 +64,7 @@ fn attr_int(name: &str, v: i64) -> AttributeProto {
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
-        type_: EnumOrUnknown::new(AttributeType::INTS),
+        r#type: AttributeType::Ints as i32,
         ints: v.to_vec(),
         ..Default::default()
     }
@@ -72,7 +73,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
 fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
-        type_: EnumOrUnknown::new(AttributeType::FLOAT),
+        r#type: AttributeType::Float as i32,
         f: v,
         ..Default::default()
     }
@@ -95,16 +96,12 @@ fn tensor_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
         })
         .collect();
     let tensor = type_proto::Tensor {
-        elem_type: DataType::FLOAT as i32,
-        shape: MessageField::some(TensorShapeProto {
-            dim,
-            ..Default::default()
-        }),
-        ..Default::default()
+        elem_type: DataType::Float as i32,
+        shape: Some(TensorShapeProto { dim }),
     };
     ValueInfoProto {
         name: name.into(),
-        type_: MessageField::some(TypeProto {
+        r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(tensor)),
             ..Default::default()
         }),
@@ -126,7 +123,7 @@ impl OnnxGraph {
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: t.dims().iter().map(|&d| d as i64).collect(),
-            data_type: DataType::FLOAT as i32,
+            data_type: DataType::Float as i32,
             raw_data: raw,
             ..Default::default()
         });
@@ -138,7 +135,7 @@ impl OnnxGraph {
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: vec![v.len() as i64],
-            data_type: DataType::INT64 as i32,
+            data_type: DataType::Int64 as i32,
             raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ..Default::default()
         });
@@ -196,18 +193,16 @@ impl OnnxGraph {
         let meta = |k: &str, v: String| StringStringEntryProto {
             key: k.into(),
             value: v,
-            ..Default::default()
         };
         ModelProto {
             ir_version: 8,
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
                 version: OPSET,
-                ..Default::default()
             }],
             producer_name: "nasnet".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
-            graph: MessageField::some(graph),
+            graph: Some(graph),
             metadata_props: vec![meta(
                 "nasnet.architecture",
                 serde_json::to_string(&net.config).unwrap_or_default(),
@@ -361,13 +356,13 @@ pub fn to_onnx(net: &NasNet) -> Result<ModelProto> {
 
 /// Serialized ONNX bytes.
 pub fn to_onnx_bytes(net: &NasNet) -> Result<Vec<u8>> {
-    to_onnx(net)?.write_to_bytes().map_err(Error::Serialize)
+    Ok(to_onnx(net)?.encode_to_vec())
 }
 
 /// Node counts by operator, for inspection and tests.
 pub fn op_histogram(model: &ModelProto) -> HashMap<String, usize> {
     let mut h = HashMap::new();
-    for n in &model.graph.node {
+    for n in model.graph.iter().flat_map(|g| &g.node) {
         *h.entry(n.op_type.clone()).or_default() += 1;
     }
     h

@@ -11,7 +11,7 @@
 //! ```no_run
 //! use nasnet_runtime::{Model, Options};
 //! # fn main() -> nasnet_runtime::Result<()> {
-//! let model = Model::open("models/demo-mobile".as_ref(), Options::default())?;
+//! let model = Model::open("runs/fmnist".as_ref(), Options::default())?;
 //! let input = model.load_image("photo.jpg".as_ref())?;
 //! let out = model.run(&input, 1)?;
 //! for p in out.top_k(0, 5) {

@@ -23,6 +23,7 @@ fn model_dir(dir: &Path, net: &NasNet) {
         preprocessing: Preprocessing::cadene(c.image_size),
         labels: meta::default_labels(c.num_classes),
         provenance: None,
+        training: None,
         weights: FileDigest {
             file: meta::WEIGHTS_FILE.into(),
             sha256: String::new(),
@@ -130,6 +131,7 @@ fn exported_graph_structure() {
     let net = nasnet_model::init::synthetic_network(&Preset::Mobile.config()).unwrap();
     let model = onnx::to_onnx(&net).unwrap();
     let ops = onnx::op_histogram(&model);
+    let graph = model.graph.as_ref().unwrap();
     // SAME padding lives in the Conv / Pool attributes: no Pad nodes at all.
     assert_eq!(ops.get("Pad"), None, "{ops:?}");
     // Every batch norm follows a convolution (the factorized reductions' shared one is split
@@ -140,14 +142,12 @@ fn exported_graph_structure() {
         192 + 4,
         "Mobile's 192, the 4 factorized reductions' split in two: {ops:?}"
     );
-    let producers: std::collections::HashMap<&str, &str> = model
-        .graph
+    let producers: std::collections::HashMap<&str, &str> = graph
         .node
         .iter()
         .map(|n| (n.output[0].as_str(), n.op_type.as_str()))
         .collect();
-    for n in model
-        .graph
+    for n in graph
         .node
         .iter()
         .filter(|n| n.op_type == "BatchNormalization")
@@ -166,12 +166,7 @@ fn exported_graph_structure() {
     );
     // Average pools encode the border rule; stride-2 ones follow the configured rule.
     let mut saw_stride2 = false;
-    for n in model
-        .graph
-        .node
-        .iter()
-        .filter(|n| n.op_type == "AveragePool")
-    {
+    for n in graph.node.iter().filter(|n| n.op_type == "AveragePool") {
         let get = |k: &str| n.attribute.iter().find(|a| a.name == k).unwrap();
         let strides = &get("strides").ints;
         let cip = get("count_include_pad").i;
@@ -185,6 +180,8 @@ fn exported_graph_structure() {
     let model = onnx::to_onnx(&net).unwrap();
     let counted: Vec<_> = model
         .graph
+        .as_ref()
+        .unwrap()
         .node
         .iter()
         .filter(|n| n.op_type == "AveragePool")
@@ -198,7 +195,7 @@ fn exported_graph_structure() {
         "{counted:?}"
     );
     // No negative pads anywhere.
-    for n in &model.graph.node {
+    for n in model.graph.iter().flat_map(|g| &g.node) {
         for a in n.attribute.iter().filter(|a| a.name == "pads") {
             assert!(a.ints.iter().all(|&p| p >= 0));
         }

@@ -76,6 +76,10 @@ pub fn trained_meta(start: &Start, labels: &[String], dataset: &str) -> ModelMet
                 sha256: String::new(),
             },
         }),
+        training: Some(meta::Training {
+            dataset: Some(dataset.to_owned()),
+            ..Default::default()
+        }),
         weights: FileDigest {
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),

@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::import::{ImportOptions, import};
-use crate::registry::{Entry, Source};
+use crate::registry::{Entry, Format, Source, is_url};
 use crate::{Error, Result};
+use nasnet_core::meta::{self, ModelMeta};
 use nasnet_fetch::sha256_file;
 
 /// How to pull.
@@ -79,6 +80,16 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     let offline = opts.offline || offline_from_env();
     let mut failures = vec![];
     for source in &entry.sources {
+        if source.format == Format::Nasnet {
+            match fetch_model_dir(source, &dir, offline, opts.progress) {
+                Ok(()) => return Ok(dir),
+                Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
+                Err(e) => {
+                    failures.push(e.to_string());
+                    continue;
+                }
+            }
+        }
         let file = match fetch(source, home, offline, opts.progress) {
             Ok(f) => f,
             Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
@@ -90,7 +101,7 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
         let import_opts = ImportOptions {
             name: entry.spec(),
             config: entry.config_for(source),
-            from: Some(source.format.into()),
+            from: source.format.importer(),
             pooling: Some(entry.config_for(source).pooling),
             force: true,
             preprocessing: Some(entry.preprocessing_for(source)),
@@ -117,6 +128,115 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
         resource: entry.spec(),
         problem: format!("no source could be fetched: {}", failures.join("; ")),
     })
+}
+
+/// Copies a published model directory into the cache at `dir`: every listed file from the
+/// first location that has them all, each verified against its sha256, then `model.json`
+/// checked against the weights. The directory appears complete or not at all.
+fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -> Result<()> {
+    let mut failures = vec![];
+    for location in &source.url {
+        if offline && is_url(location) {
+            failures.push(format!("{location}: not fetched offline"));
+            continue;
+        }
+        let result = nasnet_core::fsutil::write_dir_atomically(dir, true, |tmp| -> Result<()> {
+            for (name, sha256) in &source.files {
+                let dest = tmp.join(name);
+                let origin = format!("{}/{name}", location.trim_end_matches('/'));
+                if location.starts_with(crate::bundled::SCHEME) {
+                    let bytes =
+                        crate::bundled::file(location, name).ok_or_else(|| Error::Invalid {
+                            path: origin.clone(),
+                            problem: "not bundled in this build".into(),
+                        })?;
+                    std::fs::write(&dest, bytes).map_err(|error| Error::Io {
+                        path: dest.display().to_string(),
+                        error,
+                    })?;
+                } else if is_url(location) {
+                    nasnet_fetch::download_checked(&origin, &dest, progress, |t| {
+                        check_sha256(t, sha256)
+                    })?;
+                } else {
+                    std::fs::copy(&origin, &dest).map_err(|error| Error::Io {
+                        path: origin.clone(),
+                        error,
+                    })?;
+                }
+                check_sha256(&dest, sha256).map_err(|e| match e {
+                    nasnet_fetch::Error::Checksum {
+                        kind,
+                        expected,
+                        actual,
+                        ..
+                    } => nasnet_fetch::Error::Checksum {
+                        path: origin.clone(),
+                        kind,
+                        expected,
+                        actual,
+                    },
+                    e => e,
+                })?;
+            }
+            let origin = format!("{}/{}", location.trim_end_matches('/'), meta::META_FILE);
+            let json = tmp.join(meta::META_FILE);
+            let text = std::fs::read_to_string(&json).map_err(|error| Error::Io {
+                path: origin.clone(),
+                error,
+            })?;
+            let m = ModelMeta::from_json(&text, &origin).map_err(|e| Error::Invalid {
+                path: origin.clone(),
+                problem: e.to_string(),
+            })?;
+            let weights = tmp.join(&m.weights.file);
+            if !is_plain_name(&m.weights.file)
+                || sha256_file(&weights).ok().as_deref() != Some(m.weights.sha256.as_str())
+            {
+                return Err(Error::Invalid {
+                    path: origin,
+                    problem: format!(
+                        "its weights file {} is not among the published files or differs from the sha256 it records",
+                        m.weights.file
+                    ),
+                });
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let problem = failures.join("; ");
+    Err(if offline {
+        Error::Offline(problem)
+    } else {
+        Error::Download {
+            resource: "model directory".into(),
+            problem,
+        }
+    })
+}
+
+/// A file name with no directory part.
+fn is_plain_name(name: &str) -> bool {
+    Path::new(name).components().count() == 1 && !name.contains(['/', '\\'])
+}
+
+fn check_sha256(path: &Path, want: &str) -> nasnet_fetch::Result<()> {
+    let got = sha256_file(path)?;
+    if got.eq_ignore_ascii_case(want) {
+        Ok(())
+    } else {
+        Err(nasnet_fetch::Error::Checksum {
+            path: path.display().to_string(),
+            kind: "sha256",
+            expected: want.to_owned(),
+            actual: got,
+        })
+    }
 }
 
 /// Fetches one source (or finds it cached) and verifies it.
@@ -253,10 +373,7 @@ fn check(path: &Path, source: &Source) -> nasnet_fetch::Result<()> {
             actual,
         };
     if let Some(want) = &source.sha256 {
-        let got = sha256_file(path)?;
-        if !got.eq_ignore_ascii_case(want) {
-            return Err(mismatch("sha256", want, got));
-        }
+        check_sha256(path, want)?;
     } else if let Some(prefix) = &source.sha256_prefix {
         let got = sha256_file(path)?;
         if !got.starts_with(&prefix.to_ascii_lowercase()) {

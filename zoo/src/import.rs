@@ -288,6 +288,7 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
             format: format.name().to_owned(),
             source,
         }),
+        training: None,
         weights: FileDigest {
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),

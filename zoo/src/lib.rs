@@ -2,12 +2,15 @@
 //! come from (Hugging Face Hub or pinned URLs), downloads with checksums into a versioned cache,
 //! importers that read upstream weight files (timm and Cadene `safetensors`, PyTorch `.pth` in
 //! the zip and legacy formats, Keras HDF5) into the canonical layout, and model directories
-//! (`model.safetensors`, `model.onnx`, `model.json`) written atomically.
+//! (`model.safetensors`, `model.onnx`, `model.json`) written atomically; publishing the models
+//! this project trains into a zoo directory, and the models bundled into the program.
 
+pub mod bundled;
 pub mod fetch;
 pub mod import;
 pub mod keras;
 pub mod pth;
+pub mod publish;
 pub mod registry;
 
 /// Errors of the zoo; every variant names the file or the resource concerned.
@@ -37,6 +40,16 @@ pub enum Error {
         resource: String,
         /// What went wrong.
         problem: String,
+    },
+    /// A model version is already in the zoo; published versions never change.
+    #[error(
+        "{spec} is already published in {zoo}: a published version never changes; publish a new version"
+    )]
+    Published {
+        /// `ID@VERSION`.
+        spec: String,
+        /// The zoo directory.
+        zoo: String,
     },
     /// A needed file is not available without the network.
     #[error("{0}")]

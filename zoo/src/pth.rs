@@ -280,8 +280,9 @@ pub fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthError> {
         .map_err(|e| PthError(format!("corrupt zip archive: {e}")))?;
     let pkl = zip
         .file_names()
+        .filter_map(Result::ok)
         .find(|n| n.ends_with("data.pkl"))
-        .map(str::to_owned)
+        .map(|n| n.into_owned())
         .ok_or_else(|| PthError("zip archive without data.pkl".into()))?;
     let dir = pkl.trim_end_matches("data.pkl").to_owned();
     let mut buf = vec![];

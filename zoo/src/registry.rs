@@ -1,8 +1,12 @@
 //! The model registry: which model versions exist, where their weights come from, how to
 //! check and convert them. The built-in manifest (`zoo/registry.json`) is compiled in; a user
 //! registry file (`--registry FILE` or `$NASNET_REGISTRY`) adds entries or overrides entries
-//! with the same id and version, so an organisation can run its own zoo.
+//! with the same id and version, so an organisation can run its own zoo. Models this project
+//! trains enter a zoo through [`crate::publish`]: their sources are model directories
+//! ([`Format::Nasnet`]) on any static HTTP server or in a plain directory, and the bundled
+//! models ([`crate::bundled`]) are compiled in.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nasnet_core::{NetworkConfig, PoolingRule, Preprocessing, Preset};
@@ -51,6 +55,28 @@ pub struct Source {
     /// Overrides the entry's eval transform for this source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Transform>,
+    /// For a [`Format::Nasnet`] source: the files of the model directory and their sha256.
+    /// Each `url` is then the directory holding them: `http(s)://…/`, a local directory
+    /// (relative to the registry file's own directory), or `bundled:ID/VERSION/`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+}
+
+impl Source {
+    /// A [`Format::Nasnet`] source: the model directory published at each of `url`.
+    pub fn model_dir(url: Vec<String>, files: BTreeMap<String, String>) -> Self {
+        Self {
+            hf: None,
+            url,
+            sha256: None,
+            md5: None,
+            sha256_prefix: None,
+            format: Format::Nasnet,
+            pooling: None,
+            preprocessing: None,
+            files,
+        }
+    }
 }
 
 /// Serialized names of [`SourceFormat`].
@@ -60,14 +86,19 @@ pub enum Format {
     Timm,
     Cadene,
     Keras,
+    /// A model directory this project wrote (`model.json`, `model.safetensors`,
+    /// `model.onnx`), copied as it is.
+    Nasnet,
 }
 
-impl From<Format> for SourceFormat {
-    fn from(f: Format) -> Self {
-        match f {
-            Format::Timm => SourceFormat::Timm,
-            Format::Cadene => SourceFormat::Cadene,
-            Format::Keras => SourceFormat::Keras,
+impl Format {
+    /// The importer for an upstream file; `None` for a model directory, which needs none.
+    pub fn importer(self) -> Option<SourceFormat> {
+        match self {
+            Format::Timm => Some(SourceFormat::Timm),
+            Format::Cadene => Some(SourceFormat::Cadene),
+            Format::Keras => Some(SourceFormat::Keras),
+            Format::Nasnet => None,
         }
     }
 }
@@ -95,12 +126,20 @@ pub struct Entry {
     pub id: String,
     /// Semantic version `MAJOR.MINOR.PATCH`.
     pub version: String,
-    pub arch: Preset,
-    /// Replaces the preset's configuration (a zoo of custom widths, or tests).
+    /// The preset the weights belong to; a published model gives its `config` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Preset>,
+    /// Replaces the preset's configuration (a trained model's genotype and sizes, a zoo of
+    /// custom widths, or tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<NetworkConfig>,
-    pub pooling: PoolingRule,
-    pub preprocessing: Transform,
+    /// The pooling rule of the imported weights (upstream files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<PoolingRule>,
+    /// The eval transform of the imported weights (upstream files only; a model directory's
+    /// `model.json` carries its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Transform>,
     pub num_classes: usize,
     /// `imagenet-1k`, or the class names.
     #[serde(default = "imagenet")]
@@ -130,27 +169,43 @@ impl Entry {
         format!("{}@{}", self.id, self.version)
     }
 
-    /// The network configuration, with the entry's class count and pooling rule.
+    /// The network configuration, with the entry's class count and pooling rule. A checked
+    /// entry has a `config` or an `arch`; one with neither gets NASNet-A Mobile's.
     pub fn config(&self) -> NetworkConfig {
-        let mut c = self.config.clone().unwrap_or_else(|| self.arch.config());
+        let mut c = self
+            .config
+            .clone()
+            .unwrap_or_else(|| self.arch.unwrap_or(Preset::Mobile).config());
         c.num_classes = self.num_classes;
-        c.pooling = self.pooling;
+        c.pooling = self.pooling.unwrap_or(c.pooling);
         c
     }
 
     /// The configuration for weights from `source`.
     pub fn config_for(&self, source: &Source) -> NetworkConfig {
         let mut c = self.config();
-        c.pooling = source.pooling.unwrap_or(self.pooling);
+        c.pooling = source.pooling.unwrap_or(c.pooling);
         c
     }
 
     /// The eval transform for weights from `source`.
     pub fn preprocessing_for(&self, source: &Source) -> Preprocessing {
         let size = self.config().image_size;
-        match source.preprocessing.unwrap_or(self.preprocessing) {
+        match source
+            .preprocessing
+            .or(self.preprocessing)
+            .unwrap_or(Transform::Timm)
+        {
             Transform::Timm => Preprocessing::timm(size),
             Transform::Cadene => Preprocessing::cadene(size),
+        }
+    }
+
+    /// The architecture's name: the preset's, or `custom` for a configuration of its own.
+    pub fn arch_name(&self) -> &'static str {
+        match (&self.config, self.arch) {
+            (None, Some(p)) => p.name(),
+            _ => "custom",
         }
     }
 
@@ -183,9 +238,32 @@ impl Entry {
         if self.sources.is_empty() {
             return Err(bad("no sources".into()));
         }
+        if self.arch.is_none() && self.config.is_none() {
+            return Err(bad("neither `arch` nor `config`".into()));
+        }
         for s in &self.sources {
             if s.hf.is_none() && s.url.is_empty() {
                 return Err(bad("a source has neither `hf` nor `url`".into()));
+            }
+            if s.format == Format::Nasnet {
+                if !s.files.contains_key(nasnet_core::meta::META_FILE) {
+                    return Err(bad("a model directory source lists no model.json".into()));
+                }
+                for (name, sha) in &s.files {
+                    if !is_plain_file_name(name) {
+                        return Err(bad(format!("file name {name:?} is not a plain name")));
+                    }
+                    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(bad(format!("the sha256 of {name} is not 64 hex digits")));
+                    }
+                }
+            } else {
+                if s.pooling.or(self.pooling).is_none() {
+                    return Err(bad("an upstream source without a pooling rule".into()));
+                }
+                if s.preprocessing.or(self.preprocessing).is_none() {
+                    return Err(bad("an upstream source without preprocessing".into()));
+                }
             }
         }
         if let Labels::List(l) = &self.labels
@@ -199,6 +277,14 @@ impl Entry {
         }
         self.config().validate().map_err(|e| bad(e.to_string()))
     }
+}
+
+/// A file name with no directory part that is not hidden (`model.json`).
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && Path::new(name).components().count() == 1
 }
 
 /// The manifest format.
@@ -217,6 +303,38 @@ fn one() -> u32 {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub entries: Vec<Entry>,
+}
+
+/// Whether a model directory location is a URL (`http://`, `https://`) rather than a path.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// Resolves the relative model directory locations of `entries` against `base`.
+fn resolve_locations(entries: &mut [Entry], base: impl Fn(&str) -> String) {
+    for e in entries {
+        for s in e.sources.iter_mut().filter(|s| s.format == Format::Nasnet) {
+            for u in &mut s.url {
+                if !is_url(u)
+                    && !u.starts_with(crate::bundled::SCHEME)
+                    && !Path::new(u).is_absolute()
+                {
+                    *u = base(u);
+                }
+            }
+        }
+    }
+}
+
+/// Serializes a registry file's text.
+pub fn to_json(entries: &[Entry]) -> String {
+    let m = Manifest {
+        format_version: 1,
+        models: entries.to_vec(),
+    };
+    let mut text = serde_json::to_string_pretty(&m).expect("registry entries always serialize");
+    text.push('\n');
+    text
 }
 
 impl Registry {
@@ -241,11 +359,72 @@ impl Registry {
         Ok(m.models)
     }
 
-    /// The built-in manifest only.
+    /// The built-in manifest and the bundled models.
     pub fn builtin() -> Result<Self> {
-        Ok(Self {
-            entries: Self::parse(BUILTIN, "built-in registry")?,
-        })
+        let mut entries = Self::parse(BUILTIN, "built-in registry")?;
+        let mut bundled = Self::parse(crate::bundled::REGISTRY, "bundled registry")?;
+        resolve_locations(&mut bundled, |u| format!("{}{u}", crate::bundled::SCHEME));
+        entries.append(&mut bundled);
+        Ok(Self { entries })
+    }
+
+    /// Parses a registry file, or downloads one from an `http(s)` URL, resolving the relative
+    /// model directory locations in it against the file's own directory or URL (a zoo
+    /// directory's `registry.json`).
+    pub fn read_file(path: &Path) -> Result<Vec<Entry>> {
+        if let Some(url) = path.to_str().filter(|p| is_url(p)) {
+            return Self::read_url(url);
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let mut entries = Self::parse(&text, &path.display().to_string())?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        resolve_locations(&mut entries, |u| dir.join(u).display().to_string());
+        Ok(entries)
+    }
+
+    /// Downloads a registry file (into `$NASNET_HOME/registries/`, replacing an older copy).
+    fn read_url(url: &str) -> Result<Vec<Entry>> {
+        if crate::fetch::offline_from_env() {
+            return Err(Error::Offline(format!(
+                "{url}: a registry URL cannot be read offline"
+            )));
+        }
+        // The copy's name only has to be stable for one URL on one machine.
+        let key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            url.hash(&mut h);
+            h.finish()
+        };
+        let dest = nasnet_core::cache::nasnet_home()
+            .join("registries")
+            .join(format!("{key:016x}.json"));
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| Error::Io {
+                path: dir.display().to_string(),
+                error,
+            })?;
+        }
+        nasnet_fetch::download_checked(url, &dest, false, |_| Ok(()))?;
+        let text = std::fs::read_to_string(&dest).map_err(|error| Error::Io {
+            path: dest.display().to_string(),
+            error,
+        })?;
+        let mut entries = Self::parse(&text, url)?;
+        let base = &url[..url.rfind('/').map_or(url.len(), |i| i + 1)];
+        let base = if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        };
+        resolve_locations(&mut entries, |u| format!("{base}{u}"));
+        Ok(entries)
     }
 
     /// The built-in manifest plus `$NASNET_REGISTRY` and `user`, later ones overriding
@@ -254,11 +433,7 @@ impl Registry {
         let mut reg = Self::builtin()?;
         let env = std::env::var_os(REGISTRY_ENV).map(PathBuf::from);
         for path in env.iter().map(PathBuf::as_path).chain(user) {
-            let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-                path: path.display().to_string(),
-                error,
-            })?;
-            for e in Self::parse(&text, &path.display().to_string())? {
+            for e in Self::read_file(path)? {
                 reg.entries.retain(|x| {
                     (x.id.as_str(), x.version.as_str()) != (e.id.as_str(), e.version.as_str())
                 });
@@ -301,7 +476,7 @@ mod tests {
     fn builtin_manifest_is_valid() {
         let r = Registry::builtin().unwrap();
         let large = r.resolve("nasnet-a-large").unwrap();
-        assert_eq!(large.arch, Preset::Large);
+        assert_eq!(large.arch, Some(Preset::Large));
         assert_eq!(large.config().pooling, PoolingRule::Timm);
         assert_eq!(
             large.sources[0].hf.as_ref().unwrap().repo,
@@ -343,5 +518,76 @@ mod tests {
                 .to_string()
                 .contains("MAJOR.MINOR.PATCH")
         );
+    }
+
+    #[test]
+    fn model_directory_sources_are_checked() {
+        let sha = "0".repeat(64);
+        let text = |files: serde_json::Value, extra: serde_json::Value| {
+            let mut e = serde_json::json!({
+                "id": "m", "version": "1.0.0", "config": Preset::Cifar.config(),
+                "num_classes": 10, "license": "x",
+                "sources": [{"url": ["m/1.0.0/"], "format": "nasnet", "files": files}],
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                e[k] = v.clone();
+            }
+            serde_json::json!({"format_version": 1, "models": [e]}).to_string()
+        };
+        let good = serde_json::json!({"model.json": sha, "model.onnx": sha});
+        let e = &Registry::parse(&text(good.clone(), serde_json::json!({})), "r").unwrap()[0];
+        assert_eq!(e.arch_name(), "custom");
+        assert_eq!(e.config().num_classes, 10);
+        for (files, extra, problem) in [
+            (
+                serde_json::json!({"model.onnx": sha}),
+                serde_json::json!({}),
+                "no model.json",
+            ),
+            (
+                serde_json::json!({"model.json": sha, "../x": sha}),
+                serde_json::json!({}),
+                "not a plain name",
+            ),
+            (
+                serde_json::json!({"model.json": "abc"}),
+                serde_json::json!({}),
+                "64 hex",
+            ),
+            (
+                good.clone(),
+                serde_json::json!({"config": null}),
+                "neither `arch` nor `config`",
+            ),
+        ] {
+            let err = Registry::parse(&text(files, extra), "r")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{err}");
+        }
+        // An upstream file needs the pooling rule and transform its importer applies.
+        let upstream = BUILTIN.replacen("\"pooling\": \"timm\",", "", 1);
+        let err = Registry::parse(&upstream, "r").unwrap_err().to_string();
+        assert!(err.contains("without a pooling rule"), "{err}");
+    }
+
+    #[test]
+    fn relative_locations_follow_the_registry_file() {
+        let dir = std::env::temp_dir().join(format!("nasnet-registry-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("registry.json");
+        let sha = "0".repeat(64);
+        let e = serde_json::json!({
+            "id": "m", "version": "1.0.0", "arch": "nasnet-a-cifar", "num_classes": 10,
+            "license": "x",
+            "sources": [{"url": ["m/1.0.0/", "https://example.org/zoo/m/1.0.0/"],
+                         "format": "nasnet", "files": {"model.json": sha}}],
+        });
+        std::fs::write(&path, serde_json::json!({"models": [e]}).to_string()).unwrap();
+        let entries = Registry::read_file(&path).unwrap();
+        let url = &entries[0].sources[0].url;
+        assert_eq!(Path::new(&url[0]), dir.join("m/1.0.0/"));
+        assert_eq!(url[1], "https://example.org/zoo/m/1.0.0/");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

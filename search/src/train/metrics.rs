@@ -1,4 +1,5 @@
-//! `metrics.csv` (one row per epoch) and the progress events a run reports.
+//! `metrics.csv` (one row per epoch), `steps.csv` (the training loss every [`LOG_EVERY`]
+//! steps, or about 20 times per shorter epoch) and the progress events a run reports.
 
 use std::path::Path;
 
@@ -75,6 +76,56 @@ impl EpochMetrics {
     }
 }
 
+/// Steps between two rows of `steps.csv` (fewer in epochs shorter than 20 times this).
+pub const LOG_EVERY: usize = 100;
+
+const STEPS_HEADER: &str = "step,epoch,loss,lr";
+
+/// One row of `steps.csv`: the training loss averaged over the steps since the previous row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMetrics {
+    pub step: usize,
+    /// Epochs done, with the fraction of the current one.
+    pub epoch: f64,
+    pub loss: f64,
+    pub lr: f64,
+}
+
+impl StepMetrics {
+    fn csv(&self) -> String {
+        format!(
+            "{},{:.4},{:.6},{:.6e}",
+            self.step, self.epoch, self.loss, self.lr
+        )
+    }
+
+    /// Reads `steps.csv`.
+    pub fn read_csv(path: &Path) -> Result<Vec<Self>> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let bad = |line: usize| TrainError::Checkpoint {
+            path: path.display().to_string(),
+            problem: format!("line {line} is not a steps row"),
+        };
+        text.lines()
+            .enumerate()
+            .skip(1)
+            .map(|(i, line)| {
+                let f: Vec<&str> = line.split(',').collect();
+                let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad(i + 1));
+                if f.len() != 4 {
+                    return Err(bad(i + 1));
+                }
+                Ok(Self {
+                    step: f[0].parse().map_err(|_| bad(i + 1))?,
+                    epoch: num(1)?,
+                    loss: num(2)?,
+                    lr: num(3)?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Progress reported after every step.
 #[derive(Debug, Clone)]
 pub struct StepReport {
@@ -93,29 +144,47 @@ pub enum Event<'a> {
     Checkpoint(&'a Path),
 }
 
-/// Drops rows of `metrics.csv` past `step` (written after the checkpoint a run resumes from).
+/// Drops rows of `metrics.csv` and `steps.csv` past `step` (written after the checkpoint a run
+/// resumes from).
 pub fn truncate_metrics(run_dir: &Path, step: usize) -> Result<()> {
     let path = run_dir.join("metrics.csv");
-    if !path.exists() {
-        return Ok(());
+    if path.exists() {
+        let rows = EpochMetrics::read_csv(&path)?;
+        let kept = rows
+            .iter()
+            .filter(|r| r.step <= step)
+            .map(EpochMetrics::csv);
+        rewrite(&path, METRICS_HEADER, kept)?;
     }
-    let rows = EpochMetrics::read_csv(&path)?;
-    let kept: Vec<String> = rows
-        .iter()
-        .filter(|r| r.step <= step)
-        .map(EpochMetrics::csv)
-        .collect();
-    let mut text = format!("{METRICS_HEADER}\n");
-    for r in kept {
+    let path = run_dir.join("steps.csv");
+    if path.exists() {
+        let rows = StepMetrics::read_csv(&path)?;
+        let kept = rows.iter().filter(|r| r.step <= step).map(StepMetrics::csv);
+        rewrite(&path, STEPS_HEADER, kept)?;
+    }
+    Ok(())
+}
+
+fn rewrite(path: &Path, header: &str, rows: impl Iterator<Item = String>) -> Result<()> {
+    let mut text = format!("{header}\n");
+    for r in rows {
         text.push_str(&r);
         text.push('\n');
     }
     let tmp = path.with_extension("csv.partial");
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub(super) fn append_steps(path: &Path, m: &StepMetrics) -> Result<()> {
+    append_row(path, STEPS_HEADER, &m.csv())
 }
 
 pub(super) fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
+    append_row(path, METRICS_HEADER, &m.csv())
+}
+
+fn append_row(path: &Path, header: &str, row: &str) -> Result<()> {
     use std::io::Write;
     let new = !path.exists();
     let mut f = std::fs::OpenOptions::new()
@@ -124,8 +193,8 @@ pub(super) fn append_metrics(path: &Path, m: &EpochMetrics) -> Result<()> {
         .open(path)
         .map_err(io(path))?;
     if new {
-        writeln!(f, "{METRICS_HEADER}").map_err(io(path))?;
+        writeln!(f, "{header}").map_err(io(path))?;
     }
-    writeln!(f, "{}", m.csv()).map_err(io(path))?;
+    writeln!(f, "{row}").map_err(io(path))?;
     f.sync_data().map_err(io(path))
 }

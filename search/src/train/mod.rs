@@ -20,7 +20,7 @@ use std::path::Path;
 
 pub use checkpoint::{latest_checkpoint, list_checkpoints};
 pub use config::{Optimizer, TrainConfig, TrainState, Trainable, cosine_lr};
-pub use metrics::{EpochMetrics, Event, StepReport, truncate_metrics};
+pub use metrics::{EpochMetrics, Event, LOG_EVERY, StepMetrics, StepReport, truncate_metrics};
 pub use process::{candle_ops_on_caller_thread, keep_freed_memory};
 pub use trainer::{FitOptions, Trainer, initial_weights, smoothed_cross_entropy};
 

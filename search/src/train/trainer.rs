@@ -9,7 +9,9 @@ use candle_nn::{VarBuilder, VarMap};
 use rayon::prelude::*;
 
 use super::config::{Optimizer, TrainConfig, TrainState, Trainable, cosine_lr};
-use super::metrics::{EpochMetrics, Event, StepReport, append_metrics};
+use super::metrics::{
+    EpochMetrics, Event, LOG_EVERY, StepMetrics, StepReport, append_metrics, append_steps,
+};
 use super::{Result, TrainError};
 use crate::data::{Augment, Batcher, Dataset};
 use nasnet_core::NetworkConfig;
@@ -410,6 +412,10 @@ impl Trainer {
         let mut window = (Instant::now(), 0usize);
         let mut last = Instant::now();
         let mut rate = 0.0;
+        // The loss summed over the images since the last row of steps.csv, and their count.
+        let mut logged = (0.0f64, 0usize);
+        // Short epochs are logged about 20 times each, so that their curve is a curve.
+        let log_every = LOG_EVERY.min((per_epoch / 20).max(1));
         // The epoch's shuffled order, computed once per epoch.
         let mut order: Option<(usize, Vec<usize>)> = None;
         while self.state.step < end {
@@ -436,6 +442,8 @@ impl Trainer {
                 )));
             }
             self.state.epoch_loss += loss * idx.len() as f64;
+            logged.0 += loss * idx.len() as f64;
+            logged.1 += idx.len();
             self.state.epoch_correct += correct;
             self.state.epoch_seen += idx.len();
             let dt = last.elapsed().as_secs_f64();
@@ -457,6 +465,18 @@ impl Trainer {
                 images_per_s: rate,
             }));
             let epoch_done = self.state.step.is_multiple_of(per_epoch);
+            if let Some(dir) = run_dir.filter(|_| {
+                logged.1 > 0 && (epoch_done || self.state.step.is_multiple_of(log_every))
+            }) {
+                let row = StepMetrics {
+                    step: self.state.step,
+                    epoch: self.state.step as f64 / per_epoch as f64,
+                    loss: logged.0 / logged.1 as f64,
+                    lr,
+                };
+                append_steps(&dir.join("steps.csv"), &row)?;
+                logged = (0.0, 0);
+            }
             if epoch_done {
                 let (val_loss, val_acc) = match val.filter(|v| !v.is_empty()) {
                     Some(v) => {
