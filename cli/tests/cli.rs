@@ -852,19 +852,7 @@ fn the_python_example_predicts_what_the_cli_does() {
     };
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
-    ok(&nasnet().run(&[
-        "synthetic",
-        "--arch",
-        "nasnet-a-mobile",
-        "--filters",
-        "8",
-        "--stem-multiplier",
-        "0.25",
-        "--classes",
-        "10",
-        "-o",
-        model.to_str().unwrap(),
-    ]));
+    nasnet().small_model(&model, Some(10));
     let images = [
         fixture("../images/chelsea.jpg"),
         fixture("../images/portrait.jpg"),

@@ -478,19 +478,7 @@ fn publish_host_pull_and_classify_with_the_runs_logits() {
     let env = Env::new();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     let run = env.dir.path().join("run");
-    env.ok(&[
-        "synthetic",
-        "--arch",
-        "nasnet-a-mobile",
-        "--filters",
-        "8",
-        "--stem-multiplier",
-        "0.25",
-        "--classes",
-        "10",
-        "-o",
-        &path(&run),
-    ]);
+    env.cli().small_model(&run, Some(10));
     let zoo = env.dir.path().join("zoo");
     let publish = |version: &str| -> Vec<String> {
         vec![
@@ -532,6 +520,37 @@ fn publish_host_pull_and_classify_with_the_runs_logits() {
         std::fs::read(version_dir.join("model.json")).unwrap(),
         before
     );
+    // Bad input is named: a version that is not MAJOR.MINOR.PATCH, a run without its graph,
+    // weights other than the ones its model.json records.
+    let bad = |version: &str, from: &Path| {
+        env.fails(&[
+            "publish",
+            &path(from),
+            "--id",
+            "tiny",
+            "--version",
+            version,
+            "--to",
+            &path(&zoo),
+        ])
+    };
+    let err = bad("1.0", &run);
+    assert!(err.contains("is not MAJOR.MINOR.PATCH"), "{err}");
+    let partial = env.dir.path().join("partial");
+    std::fs::create_dir(&partial).unwrap();
+    for f in ["model.json", "model.safetensors"] {
+        std::fs::copy(run.join(f), partial.join(f)).unwrap();
+    }
+    let err = bad("2.0.0", &partial);
+    assert!(
+        err.contains("model.onnx") && err.contains("missing"),
+        "{err}"
+    );
+    std::fs::copy(run.join("model.onnx"), partial.join("model.onnx")).unwrap();
+    std::fs::write(partial.join("model.safetensors"), b"other weights").unwrap();
+    let err = bad("2.0.0", &partial);
+    assert!(err.contains("differs from the sha256"), "{err}");
+    assert!(!zoo.join("tiny/2.0.0").exists());
     let second = publish("1.1.0");
     let second: Vec<&str> = second.iter().map(String::as_str).collect();
     env.ok(&second);

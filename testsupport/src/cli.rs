@@ -68,6 +68,27 @@ impl Nasnet {
         ok(&self.run(args))
     }
 
+    /// Writes a small synthetic model directory at `out` (NASNet-A Mobile wiring, F = 8, stem
+    /// multiplier 0.25) with `classes` classes, or ImageNet's 1000 when `None`.
+    pub fn small_model(&self, out: &Path, classes: Option<usize>) {
+        let classes = classes.map(|c| c.to_string());
+        let mut args = vec![
+            "synthetic",
+            "--arch",
+            "nasnet-a-mobile",
+            "--filters",
+            "8",
+            "--stem-multiplier",
+            "0.25",
+            "-o",
+            out.to_str().expect("a UTF-8 path"),
+        ];
+        if let Some(c) = &classes {
+            args.extend(["--classes", c.as_str()]);
+        }
+        self.ok(&args);
+    }
+
     /// Runs it and asserts the fatal-error rule: exit status 2 and a one-line message on
     /// stderr, which is returned.
     pub fn fails_one_line(&self, args: &[&str]) -> String {

@@ -144,6 +144,13 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
             for (name, sha256) in &source.files {
                 let dest = tmp.join(name);
                 let origin = format!("{}/{name}", location.trim_end_matches('/'));
+                if is_url(location) {
+                    // Verified before it gets its name.
+                    nasnet_fetch::download_checked(&origin, &dest, progress, |t| {
+                        check_sha256(t, sha256, &origin)
+                    })?;
+                    continue;
+                }
                 if location.starts_with(crate::bundled::SCHEME) {
                     let bytes =
                         crate::bundled::file(location, name).ok_or_else(|| Error::Invalid {
@@ -154,30 +161,13 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
                         path: dest.display().to_string(),
                         error,
                     })?;
-                } else if is_url(location) {
-                    nasnet_fetch::download_checked(&origin, &dest, progress, |t| {
-                        check_sha256(t, sha256)
-                    })?;
                 } else {
                     std::fs::copy(&origin, &dest).map_err(|error| Error::Io {
                         path: origin.clone(),
                         error,
                     })?;
                 }
-                check_sha256(&dest, sha256).map_err(|e| match e {
-                    nasnet_fetch::Error::Checksum {
-                        kind,
-                        expected,
-                        actual,
-                        ..
-                    } => nasnet_fetch::Error::Checksum {
-                        path: origin.clone(),
-                        kind,
-                        expected,
-                        actual,
-                    },
-                    e => e,
-                })?;
+                check_sha256(&dest, sha256, &origin)?;
             }
             let origin = format!("{}/{}", location.trim_end_matches('/'), meta::META_FILE);
             let json = tmp.join(meta::META_FILE);
@@ -190,7 +180,7 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
                 problem: e.to_string(),
             })?;
             let weights = tmp.join(&m.weights.file);
-            if !is_plain_name(&m.weights.file)
+            if !crate::registry::is_plain_file_name(&m.weights.file)
                 || sha256_file(&weights).ok().as_deref() != Some(m.weights.sha256.as_str())
             {
                 return Err(Error::Invalid {
@@ -220,18 +210,14 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
     })
 }
 
-/// A file name with no directory part.
-fn is_plain_name(name: &str) -> bool {
-    Path::new(name).components().count() == 1 && !name.contains(['/', '\\'])
-}
-
-fn check_sha256(path: &Path, want: &str) -> nasnet_fetch::Result<()> {
+/// Checks `path` against `want`; a mismatch names `shown` (the file as the user knows it).
+fn check_sha256(path: &Path, want: &str, shown: &str) -> nasnet_fetch::Result<()> {
     let got = sha256_file(path)?;
     if got.eq_ignore_ascii_case(want) {
         Ok(())
     } else {
         Err(nasnet_fetch::Error::Checksum {
-            path: path.display().to_string(),
+            path: shown.to_owned(),
             kind: "sha256",
             expected: want.to_owned(),
             actual: got,
@@ -373,7 +359,7 @@ fn check(path: &Path, source: &Source) -> nasnet_fetch::Result<()> {
             actual,
         };
     if let Some(want) = &source.sha256 {
-        check_sha256(path, want)?;
+        check_sha256(path, want, &path.display().to_string())?;
     } else if let Some(prefix) = &source.sha256_prefix {
         let got = sha256_file(path)?;
         if !got.starts_with(&prefix.to_ascii_lowercase()) {

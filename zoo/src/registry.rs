@@ -280,7 +280,7 @@ impl Entry {
 }
 
 /// A file name with no directory part that is not hidden (`model.json`).
-fn is_plain_file_name(name: &str) -> bool {
+pub(crate) fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\', '\0'])
