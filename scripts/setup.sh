@@ -2,10 +2,12 @@
 # Set-up: builds the `nasnet` binary (release) with the Rust toolchain alone; with --ort, also
 # installs the ONNX Runtime shared library from PyPI's onnxruntime wheel (the `ort` backend
 # loads it at run time; the default tract backend needs nothing), with Pillow beside it for the
-# Python example (examples/python/classify.py).
+# Python example (examples/python/classify.py); with --capi, also cargo-c, which builds and
+# installs the C library (`cargo cinstall -p nasnet-bindings`).
 #
 #   scripts/setup.sh          the CLI only (Rust toolchain)
 #   scripts/setup.sh --ort    also ONNX Runtime, CPU (needs python3 with venv, once)
+#   scripts/setup.sh --capi   also cargo-c (cargo cbuild / cinstall), from crates.io
 #   scripts/setup.sh --cuda   also onnxruntime-gpu with its NVIDIA libraries (CUDA 13, driver R580+)
 #
 # ONNX Runtime goes to $NASNET_HOME/onnxruntime (default ~/.cache/nasnet/onnxruntime), where
@@ -18,11 +20,15 @@ ORT_GPU_VERSION=${ORT_GPU_VERSION:-1.31.1}
 home=${NASNET_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/nasnet}
 ort=0
 cuda=0
+capi=0
+# cargo-c from crates.io; the version pins the cargo it embeds, which must read this workspace.
+CARGO_C_VERSION=${CARGO_C_VERSION:-0.10.24+cargo-0.98.0}
 for arg in "$@"; do
   case $arg in
     --ort) ort=1 ;;
     --cuda) ort=1 cuda=1 ;;
-    *) echo "setup: unknown option $arg (--ort, --cuda)" >&2; exit 2 ;;
+    --capi) capi=1 ;;
+    *) echo "setup: unknown option $arg (--ort, --capi, --cuda)" >&2; exit 2 ;;
   esac
 done
 
@@ -40,12 +46,12 @@ install_ort() {
   fi
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$package"
-  local site capi
+  local site libs
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  capi="$site/onnxruntime/capi"
+  libs="$site/onnxruntime/capi"
   mkdir -p "$dest.partial"
-  cp "$capi"/libonnxruntime.so.* "$dest.partial/libonnxruntime.so"
-  cp "$capi"/libonnxruntime_providers_*.so "$dest.partial/"
+  cp "$libs"/libonnxruntime.so.* "$dest.partial/libonnxruntime.so"
+  cp "$libs"/libonnxruntime_providers_*.so "$dest.partial/"
   [ -d "$site/nvidia" ] && ln -sfn "$site/nvidia" "$dest.partial/nvidia"
   rm -rf "$dest" && mv "$dest.partial" "$dest"
   echo "setup: installed $package into $dest" >&2
@@ -60,6 +66,15 @@ if [ "$ort" = 1 ]; then
 fi
 if [ "$cuda" = 1 ]; then
   install_ort "$home/venv-ort-gpu" "onnxruntime-gpu[cuda,cudnn]==$ORT_GPU_VERSION" "$home/onnxruntime-gpu"
+fi
+
+if [ "$capi" = 1 ]; then
+  if cargo cinstall --version 2>/dev/null | grep -qF "${CARGO_C_VERSION%%+*}"; then
+    echo "setup: cargo-c ${CARGO_C_VERSION%%+*} already installed" >&2
+  else
+    # An unoptimized build: cargo-c's own speed does not matter, its build time does.
+    cargo install --locked --debug --version "=$CARGO_C_VERSION" cargo-c
+  fi
 fi
 
 cargo build --release --locked -p nasnet-cli

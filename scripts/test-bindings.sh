@@ -1,42 +1,94 @@
 #!/usr/bin/env bash
-# The C library end to end: build libnasnet, compile the C example, the threaded test, the
-# misuse table (every export with null, zero and out-of-range arguments) and a caller built
-# against the options of an older header with the system C compiler, compare the example's
-# output with `nasnet classify --json`, and run them under valgrind (no leaks, no errors,
-# error paths included). The fuzz target of nasnet_classify_image replays its seeds in
-# `cargo test` (tests/fuzz_seeds.rs); scripts/fuzz.sh runs it. Called by scripts/test.sh.
+# The C library end to end, as an app gets it: `cargo cinstall` into a prefix (the
+# shared library with its SONAME, the static library, the header, nasnet.pc; under target/), then with the
+# system C compiler and `pkg-config --cflags --libs nasnet`: the C example, the threaded test,
+# the misuse table (every export with null, zero and out-of-range arguments) and a caller built
+# against the options of an older header; the example again linked statically, and through a
+# CMake project where CMake is installed. The example's output is compared with
+# `nasnet classify --json`, and the programs run under valgrind (no leaks, no errors, error
+# paths included). The fuzz target of nasnet_classify_image replays its seeds and regressions
+# in `cargo test` (tests/fuzz_seeds.rs); scripts/fuzz.sh runs libFuzzer on it. Called by
+# scripts/test.sh; needs cargo-c (scripts/setup.sh --capi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --locked -p nasnet-bindings -p nasnet-cli
+command -v cargo-cinstall >/dev/null \
+  || { echo "bindings: cargo-c is missing; scripts/setup.sh --capi installs it" >&2; exit 1; }
+cargo build --release --locked -p nasnet-cli
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# cargo-c builds in a target directory of its own (the cargo inside it is another version,
+# whose build scripts would invalidate the workspace's), and into a fixed prefix: it rebuilds
+# every dependency when the install paths change.
+prefix=$PWD/target/capi/prefix
+rm -rf "$prefix"
+cargo cinstall --release --locked -p nasnet-bindings --target-dir target/capi \
+  --prefix "$prefix" --libdir "$prefix/lib" >&2
+echo "bindings: cargo cinstall installed:"
+(cd "$prefix" && find . \( -type f -o -type l \) -printf '  %P' -exec sh -c '[ -L "$1" ] && printf " -> %s" "$(readlink "$1")"; echo' _ {} \; | sort)
+soname=$(readelf -d "$prefix/lib/libnasnet.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+version=$(sed -n 's/^version = "\([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' Cargo.toml | head -1)
+[ "$soname" = "libnasnet.so.$version" ] \
+  || { echo "bindings: SONAME is '$soname', expected libnasnet.so.$version" >&2; exit 1; }
+[ -e "$prefix/lib/$soname" ] || { echo "bindings: $soname is not installed" >&2; exit 1; }
+
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc=${CC:-gcc}
-flags="-std=c11 -Wall -Wextra -Werror -O1 -g -Ibindings/include"
-$cc $flags bindings/examples/classify.c -o "$work/classify" -Ltarget/release -lnasnet -Wl,-rpath,"$PWD/target/release"
-$cc $flags -pthread bindings/examples/threads.c -o "$work/threads" -Ltarget/release -lnasnet -Wl,-rpath,"$PWD/target/release"
-$cc $flags bindings/tests/misuse.c -o "$work/misuse" -Ltarget/release -lnasnet -Wl,-rpath,"$PWD/target/release"
-$cc -std=c11 -Wall -Wextra -Werror -O1 -g bindings/tests/old_caller.c -o "$work/old_caller" -Ltarget/release -lnasnet -Wl,-rpath,"$PWD/target/release"
+flags="-std=c11 -Wall -Wextra -Werror -O1 -g"
+build() { # build OUT SOURCE [compiler flags]: against the installed shared library
+  local out=$1 src=$2
+  # shellcheck disable=SC2046
+  $cc $flags "${@:3}" $(pkg-config --cflags nasnet) "$src" -o "$work/$out" \
+    $(pkg-config --libs nasnet) -Wl,-rpath,"$prefix/lib"
+}
+build classify bindings/examples/classify.c
+build threads bindings/examples/threads.c -pthread
+build misuse bindings/tests/misuse.c
+build old_caller bindings/tests/old_caller.c
+# The static library: the same example with libnasnet.a and the system libraries it needs
+# (tract's assembly kernels carry no .note.GNU-stack, so the stack is marked non-executable).
+# shellcheck disable=SC2046
+$cc $flags $(pkg-config --cflags nasnet) bindings/examples/classify.c -o "$work/classify-static" \
+  "$prefix/lib/libnasnet.a" $(pkg-config --libs-only-l --static nasnet | sed 's/-lnasnet//') \
+  -Wl,-z,noexecstack
+if readelf -d "$work/classify-static" | grep -q 'libnasnet'; then
+  echo "bindings: the static example still needs libnasnet.so" >&2
+  exit 1
+fi
+if command -v cmake >/dev/null; then
+  cmake -S bindings/examples -B "$work/cmake" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+  cmake --build "$work/cmake" >/dev/null
+  echo "bindings: the CMake project built the example against the installed library"
+else
+  echo "bindings: SKIPPED the CMake build: cmake is not installed"
+fi
 
 # A small synthetic model (Mobile wiring, F = 8) keeps valgrind fast.
 ./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 --classes 10 -o "$work/model"
 images=(tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg)
 "$work/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c.jsonl"
+"$work/classify-static" --top-k 5 "$work/model" "${images[@]}" > "$work/c-static.jsonl"
+outputs=("$work/c.jsonl" "$work/c-static.jsonl")
+if [ -x "$work/cmake/classify" ]; then
+  "$work/cmake/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c-cmake.jsonl"
+  outputs+=("$work/c-cmake.jsonl")
+fi
 ./target/release/nasnet classify --model "$work/model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli.jsonl"
-python3 - "$work/c.jsonl" "$work/cli.jsonl" <<'PY'
+python3 - "$work/cli.jsonl" "${outputs[@]}" <<'PY'
 import json, sys
-c = [json.loads(l) for l in open(sys.argv[1])]
-cli = [json.loads(l) for l in open(sys.argv[2])]
-assert len(c) == len(cli) == 2, (len(c), len(cli))
-for a, b in zip(c, cli):
-    for k in ("input", "model", "backend"):
-        assert a[k] == b[k], (k, a[k], b[k])
-    assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
-    for p, q in zip(a["predictions"], b["predictions"]):
-        assert p["label"] == q["label"]
-        assert abs(p["probability"] - q["probability"]) <= 1e-6 * max(1.0, q["probability"]), (p, q)
-        assert abs(p["logit"] - q["logit"]) <= 1e-6 * max(1.0, abs(q["logit"])), (p, q)
-print("bindings: the C example prints what `nasnet classify --json` prints")
+cli = [json.loads(l) for l in open(sys.argv[1])]
+for path in sys.argv[2:]:
+  c = [json.loads(l) for l in open(path)]
+  assert len(c) == len(cli) == 2, (path, len(c), len(cli))
+  for a, b in zip(c, cli):
+      for k in ("input", "model", "backend"):
+          assert a[k] == b[k], (k, a[k], b[k])
+      assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+      for p, q in zip(a["predictions"], b["predictions"]):
+          assert p["label"] == q["label"]
+          assert abs(p["probability"] - q["probability"]) <= 1e-6 * max(1.0, q["probability"]), (p, q)
+          assert abs(p["logit"] - q["logit"]) <= 1e-6 * max(1.0, abs(q["logit"])), (p, q)
+print(f"bindings: the C example ({len(sys.argv) - 2} builds: shared, static, CMake where installed) prints what `nasnet classify --json` prints")
 PY
 "$work/threads" "$work/model" "${images[0]}" 4 3
 "$work/old_caller" "$work/model" "${images[0]}"

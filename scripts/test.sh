@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ONNX Runtime (once) for the `ort` backend's tests, Pillow for the Python example, the CLI.
-./scripts/setup.sh --ort
+# ONNX Runtime (once) for the `ort` backend's tests, Pillow for the Python example, cargo-c for
+# the C library's install test, the CLI.
+./scripts/setup.sh --ort --capi
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh

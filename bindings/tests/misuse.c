@@ -49,6 +49,7 @@ int main(int argc, char **argv) {
         /* options */
         ROW(nasnet_options_set_backend(NULL, NASNET_BACKEND_TRACT), NASNET_STATUS_NULL_ARGUMENT),
         ROW(nasnet_options_set_backend(o, BIG), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_options_set_backend(o, 42), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_options_set_device(NULL, -1), NASNET_STATUS_NULL_ARGUMENT),
         ROW(nasnet_options_set_device(o, INT32_MIN), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_options_set_threads(NULL, 1), NASNET_STATUS_NULL_ARGUMENT),
@@ -81,6 +82,7 @@ int main(int argc, char **argv) {
         ROW(nasnet_classify_image(m, px, 4, 0, 12, 0, 4, out, 4, &n), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_classify_image(m, px, 4, 4, 11, 0, 4, out, 4, &n), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_classify_image(m, px, 4, 4, 12, BIG, 4, out, 4, &n), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_classify_image(m, px, 4, 4, 12, 42, 4, out, 4, &n), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_classify_image(m, px, BIG, BIG, SIZE_MAX, 0, 4, out, 4, &n), NASNET_STATUS_INVALID_ARGUMENT),
         ROW(nasnet_classify_image(m, px, 4, 4, 12, 0, 4, NULL, 4, &n), NASNET_STATUS_NULL_ARGUMENT),
         ROW(nasnet_classify_image(m, px, 4, 4, 12, 0, 4, out, 4, NULL), NASNET_STATUS_NULL_ARGUMENT),
