@@ -1,9 +1,11 @@
-//! Charts as SVG, drawn with `plotters`: a training run's curves and the search's Figure 6.
-//! Ranges come from the data with a margin (a flat series gets a narrow band around its
-//! value), counts get integer ticks, and every chart has a legend.
+//! Charts as SVG or PNG, drawn with `plotters`: a training run's curves and the search's
+//! Figure 6. Ranges come from the data with a margin (a flat series gets a narrow band around
+//! its value), counts get integer ticks, and every chart has a legend. Text is set in DejaVu
+//! Sans, compiled in, so a PNG looks the same on a machine without fonts.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use anyhow::Context;
 use nasnet_search::train::{EpochMetrics, StepMetrics};
@@ -90,7 +92,28 @@ fn x_range(points: &[(f64, f64)]) -> Range<f64> {
     0.0..hi.max(1.0)
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyhow::Result<()> {
+/// Registers DejaVu Sans as plotters' "sans-serif" (once): it measures the text of both
+/// formats and draws the PNG's.
+fn fonts() -> anyhow::Result<()> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
+                .map_err(|_| "the compiled-in DejaVu Sans font is invalid".to_string())
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Draws one panel; `k` scales every length (text, margins, lines) for a larger canvas.
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    k: u32,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
     let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
     let all: Vec<(f64, f64)> = panel
         .series
@@ -101,10 +124,10 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyho
     let y_span = ys.end - ys.start;
     let x_span = xs.end - xs.start;
     let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
+        .caption(panel.title, ("sans-serif", 18 * k))
+        .margin(12 * k)
+        .x_label_area_size(40 * k)
+        .y_label_area_size(56 * k)
         .build_cartesian_2d(xs, ys)?;
     let y_fmt = |v: &f64| tick(*v, y_span);
     let x_fmt = |v: &f64| tick(*v, x_span);
@@ -120,7 +143,8 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyho
     mesh.x_desc(panel.x_label)
         .light_line_style(RGBColor(238, 238, 238))
         .y_label_formatter(&y_fmt)
-        .label_style(("sans-serif", 12));
+        .label_style(("sans-serif", 12 * k))
+        .axis_desc_style(("sans-serif", 12 * k));
     if panel.integer_x {
         mesh.x_labels((x_span as usize + 1).min(10))
             .x_label_formatter(&count_fmt);
@@ -131,15 +155,22 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyho
     for (i, s) in panel.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<(f64, f64)> = s.points.iter().filter(finite).copied().collect();
-        let width = if s.thin { 1 } else { 2 };
+        let width = if s.thin { k } else { 2 * k };
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))?
             .label(s.name)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                PathElement::new(
+                    vec![(x, y), (x + 20 * k as i32, y)],
+                    color.stroke_width(2 * k),
+                )
             });
         if s.markers {
-            chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3 * k, color.filled())),
+            )?;
         }
     }
     chart
@@ -147,36 +178,88 @@ fn draw_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> anyho
         .position(panel.legend.clone())
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(190, 190, 190))
-        .label_font(("sans-serif", 13))
+        .label_font(("sans-serif", 13 * k))
+        .legend_area_size(30 * k)
+        .margin(10 * k)
         .draw()?;
     Ok(())
 }
 
-/// Draws `panels` side by side into an SVG file, written through a temporary file and a
-/// rename.
+/// The chart formats, by file extension.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Format {
+    Svg,
+    Png,
+}
+
+fn format_of(path: &Path) -> anyhow::Result<Format> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(Format::Svg),
+        Some(e) if e.eq_ignore_ascii_case("png") => Ok(Format::Png),
+        _ => anyhow::bail!(
+            "{}: charts are SVG or PNG; name the file .svg or .png",
+            path.display()
+        ),
+    }
+}
+
+fn draw_all<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[Panel],
+    k: u32,
+) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    for (area, panel) in root
+        .split_evenly((1, panels.len().max(1)))
+        .iter()
+        .zip(panels)
+    {
+        draw_panel(area, panel, k)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Draws `panels` side by side into an SVG or PNG file (by its extension), written through a
+/// temporary file and a rename.
 pub fn write_panels(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
-    if path
-        .extension()
-        .is_none_or(|e| !e.eq_ignore_ascii_case("svg"))
-    {
-        anyhow::bail!("{}: charts are SVG; name the file .svg", path.display());
-    }
-    let mut svg = String::new();
-    {
-        let size = (480 * panels.len().max(1) as u32, 360);
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE)?;
-        for (area, panel) in root
-            .split_evenly((1, panels.len().max(1)))
-            .iter()
-            .zip(panels)
-        {
-            draw_panel(area, panel).with_context(|| format!("drawing {}", path.display()))?;
+    let format = format_of(path)?;
+    fonts()?;
+    let size = (480 * panels.len().max(1) as u32, 360);
+    let drawing = || format!("drawing {}", path.display());
+    let bytes = match format {
+        Format::Svg => {
+            let mut svg = String::new();
+            draw_all(
+                SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+                panels,
+                1,
+            )
+            .with_context(drawing)?;
+            svg.into_bytes()
         }
-        root.present()?;
-    }
+        Format::Png => {
+            // Twice the SVG's size, everything scaled, so that the PNG stays sharp on
+            // high-density screens.
+            const K: u32 = 2;
+            let (w, h) = (size.0 * K, size.1 * K);
+            let mut rgb = vec![0u8; w as usize * h as usize * 3];
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            draw_all(root, panels, K).with_context(drawing)?;
+            let image = image::RgbImage::from_raw(w, h, rgb)
+                .context("the PNG buffer does not match its size")?;
+            let mut png = std::io::Cursor::new(Vec::new());
+            image
+                .write_to(&mut png, image::ImageFormat::Png)
+                .with_context(|| format!("encoding {}", path.display()))?;
+            png.into_inner()
+        }
+    };
     nasnet_core::fsutil::write_file_atomically(path, |tmp| -> anyhow::Result<()> {
-        std::fs::write(tmp, &svg).with_context(|| format!("cannot write {}", tmp.display()))
+        std::fs::write(tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))
     })
 }
 
@@ -273,6 +356,27 @@ mod tests {
         }
         // Integer axis: no fractional model counts.
         assert!(!texts.contains(&"1.5") && !texts.contains(&"2.5"));
-        assert!(write_panels(&dir.path().join("c.png"), &[]).is_err());
+        assert!(write_panels(&dir.path().join("c.pdf"), &[]).is_err());
+    }
+
+    #[test]
+    fn a_png_chart_has_its_lines_and_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.png");
+        let panel = |legend| Panel {
+            title: "loss",
+            x_label: "epoch",
+            integer_x: false,
+            legend,
+            series: vec![Series::new("train", vec![(1.0, 0.9), (2.0, 0.5)])],
+        };
+        write_panels(&path, &[panel(SeriesLabelPosition::UpperRight)]).unwrap();
+        let png = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), (960, 720));
+        let count = |c: [u8; 3]| png.pixels().filter(|p| p.0 == c).count();
+        // The series' blue line, and dark text (title, ticks, legend) from the compiled-in font.
+        assert!(count([31, 119, 180]) > 200, "no line drawn");
+        let dark = png.pixels().filter(|p| p.0.iter().all(|&v| v < 80)).count();
+        assert!(dark > 500, "no text drawn ({dark} dark pixels)");
     }
 }

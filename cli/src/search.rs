@@ -32,7 +32,8 @@ pub enum SearchCommand {
         /// Cells listed per search.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// Where the plot goes (SVG; default: DIR/search.svg of the first directory).
+        /// Where the plot goes: SVG or PNG, by the extension (default: DIR/search.svg of the
+        /// first directory).
         #[arg(long)]
         plot: Option<PathBuf>,
     },

@@ -127,6 +127,9 @@ pub struct TrainArgs {
     /// cpu, cuda or cuda:N (CUDA needs a build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Also draw the curves as curves.png (the SVG is always written).
+    #[arg(long)]
+    png: bool,
     #[command(flatten)]
     zoo: crate::ZooArgs,
     /// The run directory: checkpoints, metrics.csv, steps.csv, curves.svg and, at the end, the model
@@ -380,6 +383,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let steps = train::StepMetrics::read_csv(&out.join("steps.csv")).unwrap_or_default();
     if !metrics.is_empty() {
         plot::write_curves(&out.join("curves.svg"), &metrics, &steps)?;
+        if args.png {
+            plot::write_curves(&out.join("curves.png"), &metrics, &steps)?;
+        }
     }
     let total = trainer.steps_per_epoch(&train_set) * args.epochs;
     if trainer.state.step < total {

@@ -91,6 +91,7 @@ fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
         "--lr",
         "0.05",
         "--quiet",
+        "--png",
         "-o",
         out,
     ]
@@ -121,6 +122,11 @@ fn a_training_run_is_a_model_every_backend_serves() {
     }
     let svg = std::fs::read_to_string(run.join("curves.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("validation"), "{svg}");
+    let png = std::fs::read(run.join("curves.png")).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "curves.png is not a PNG"
+    );
     // steps.csv: the toy's short epochs are logged at every step, up to the end of epoch 2.
     let steps = std::fs::read_to_string(run.join("steps.csv")).unwrap();
     let rows: Vec<&str> = steps.lines().skip(1).collect();
