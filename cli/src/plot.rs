@@ -87,9 +87,10 @@ fn y_range(points: &[(f64, f64)]) -> Range<f64> {
 }
 
 /// The x range: from 0 (the start of training, or of the search) to the last point.
+/// From 0 to a little past the last point, so that a marker on it is drawn whole.
 fn x_range(points: &[(f64, f64)]) -> Range<f64> {
     let (_, hi) = bounds(points.iter().map(|p| p.0)).unwrap_or((0.0, 1.0));
-    0.0..hi.max(1.0)
+    0.0..hi.max(1.0) * 1.02
 }
 
 /// Registers DejaVu Sans as plotters' "sans-serif" (once): it measures the text of both
@@ -304,7 +305,9 @@ pub fn write_curves(
                 title: "accuracy",
                 x_label: "epoch",
                 integer_x: false,
-                legend: SeriesLabelPosition::LowerRight,
+                // Accuracy rises: the upper left is free, and a one-epoch run's points are at
+                // the right edge.
+                legend: SeriesLabelPosition::UpperLeft,
                 series: vec![
                     Series::new("train", per_epoch(&|r| Some(r.train_acc))),
                     Series::new("validation", per_epoch(&|r| r.val_acc)),
@@ -328,9 +331,9 @@ mod tests {
             (r.start - 0.468).abs() < 1e-9 && (r.end - 0.932).abs() < 1e-9,
             "{r:?}"
         );
-        // One epoch: the axis runs from 0 to 1, not 0.5 to 1.5.
-        assert_eq!(x_range(&[(1.0, 0.3)]), 0.0..1.0);
-        assert_eq!(x_range(&[(0.25, 0.3), (60.0, 0.3)]), 0.0..60.0);
+        // One epoch: the axis runs from 0 to just past 1, not 0.5 to 1.5.
+        assert_eq!(x_range(&[(1.0, 0.3)]), 0.0..1.02);
+        assert_eq!(x_range(&[(0.25, 0.3), (60.0, 0.3)]), 0.0..61.2);
         assert_eq!(tick(0.123456, 0.05), "0.1235");
         assert_eq!(tick(12.0, 100.0), "12");
     }
