@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The C library end to end, as an app gets it: `cargo cinstall` into a prefix (the
-# shared library with its SONAME, the static library, the header, nasnet.pc; under target/), then with the
+# The C library end to end, as an app gets it: `cargo cinstall` into a prefix under target/
+# (the shared library with its SONAME, the static library, the header, nasnet.pc), then with the
 # system C compiler and `pkg-config --cflags --libs nasnet`: the C example, the threaded test,
 # the misuse table (every export with null, zero and out-of-range arguments) and a caller built
 # against the options of an older header; the example again linked statically, and through a
@@ -25,7 +25,7 @@ rm -rf "$prefix"
 cargo cinstall --release --locked -p nasnet-bindings --target-dir target/capi \
   --prefix "$prefix" --libdir "$prefix/lib" >&2
 echo "bindings: cargo cinstall installed:"
-(cd "$prefix" && find . \( -type f -o -type l \) -printf '  %P' -exec sh -c '[ -L "$1" ] && printf " -> %s" "$(readlink "$1")"; echo' _ {} \; | sort)
+find "$prefix" -type l -printf '  %P -> %l\n' -o -type f -printf '  %P\n' | sort
 soname=$(readelf -d "$prefix/lib/libnasnet.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 version=$(sed -n 's/^version = "\([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' Cargo.toml | head -1)
 [ "$soname" = "libnasnet.so.$version" ] \

@@ -86,8 +86,8 @@ fn y_range(points: &[(f64, f64)]) -> Range<f64> {
     lo - pad..hi + pad
 }
 
-/// The x range: from 0 (the start of training, or of the search) to the last point.
-/// From 0 to a little past the last point, so that a marker on it is drawn whole.
+/// The x range: from 0 (the start of training, or of the search) to a little past the last
+/// point, so that a marker on it is drawn whole.
 fn x_range(points: &[(f64, f64)]) -> Range<f64> {
     let (_, hi) = bounds(points.iter().map(|p| p.0)).unwrap_or((0.0, 1.0));
     0.0..hi.max(1.0) * 1.02
@@ -359,7 +359,11 @@ mod tests {
         }
         // Integer axis: no fractional model counts.
         assert!(!texts.contains(&"1.5") && !texts.contains(&"2.5"));
-        assert!(write_panels(&dir.path().join("c.pdf"), &[]).is_err());
+        let err = write_panels(&dir.path().join("c.pdf"), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("c.pdf: charts are SVG or PNG"),
+            "{err}"
+        );
     }
 
     #[test]
