@@ -1,20 +1,25 @@
-//! The tract backend: pure Rust, CPU; one optimized plan per batch size, run on a pool of
-//! the requested number of threads (tract-linalg's multithreaded matrix products).
+//! The tract backend: pure Rust, CPU. A model is optimized once, for one image (tract
+//! optimizes far better for concrete shapes, and a batch-of-one plan lets it fold every batch
+//! norm; a batch runs image by image through it), with the project's own depthwise operator
+//! in place of tract's, and runs on a pool of the requested number of threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use super::*;
 
-/// A model optimized by tract, one plan per batch size (tract optimizes far better for
-/// concrete shapes than for a symbolic batch).
+mod depthwise;
+pub use depthwise::replace_depthwise;
+
+/// A model optimized by tract for one image.
 pub struct TractEngine {
-    model: InferenceModel,
-    plans: std::sync::Mutex<std::collections::HashMap<usize, Arc<TypedRunnableModel>>>,
+    plan: Arc<TypedRunnableModel>,
+    /// States of finished runs, kept for the next run: a fresh state costs a fifth of a Mobile
+    /// run. One per run in flight at once.
+    idle: Mutex<Vec<TypedSimpleState>>,
     size: usize,
-    path: std::path::PathBuf,
     executor: Executor,
 }
 
@@ -26,26 +31,25 @@ fn executor(threads: Option<usize>) -> Executor {
     if n <= 1 {
         Executor::SingleThread
     } else {
+        // tract threads a matrix product from 64 panels on; NASNet's 1x1 convolutions on
+        // the 14x14 and 7x7 planes have fewer, and on two threads they gained from 8 on
+        // (Mobile, batch 1: 15.3 against 16.3 ms). A process-wide setting of tract's.
+        tract_linalg::multithread::set_threading_panel_threshold(8);
         Executor::multithread_with_name(n, "nasnet-tract")
     }
 }
 
-/// What tract makes of an ONNX file for a batch of one: operator names and counts of the
-/// optimized model (a diagnostic: e.g. no batch norm should survive next to a convolution).
-pub fn optimized_ops(
-    onnx: &Path,
-    size: usize,
-) -> Result<std::collections::BTreeMap<String, usize>> {
-    let model = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, size, size]).into()))
-        .and_then(|m| m.into_optimized())
-        .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
-    let mut h = std::collections::BTreeMap::new();
-    for n in model.nodes() {
-        *h.entry(n.op().name().to_string()).or_default() += 1;
+/// Runs `f` with `executor` as tract's executor, on one of the executor's own threads: the
+/// calling thread waits while the pool's threads run the whole plan, so a serial operator
+/// and a parallel one never compete with idle workers for the same cores (with the caller
+/// running the plan itself, two threads on two cores ran a third slower than one).
+fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
+    match executor {
+        Executor::MultiThread(pool) => {
+            pool.install(|| multithread_tract_scope(executor.clone(), f))
+        }
+        _ => multithread_tract_scope(executor.clone(), f),
     }
-    Ok(h)
 }
 
 /// Runs one of tract's steps on a model file, turning a panic inside tract (it indexes maps
@@ -67,86 +71,120 @@ fn guarded<T>(onnx: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
+/// tract's typed and decluttered model of an ONNX file, for one image of `size` pixels.
+fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
+    guarded(onnx, || {
+        tract_onnx::onnx()
+            .model_for_path(onnx)
+            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, size, size]).into()))
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+    })
+}
+
+/// The optimized model: the project's depthwise operator in, then tract's optimization.
+fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
+    guarded(onnx, || {
+        replace_depthwise(&mut model)
+            .and_then(|_| model.into_optimized())
+            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+    })
+}
+
+/// What tract makes of an ONNX file for one image: operator names and counts of the
+/// optimized model (a diagnostic: e.g. no batch norm should survive next to a convolution).
+pub fn optimized_ops(
+    onnx: &Path,
+    size: usize,
+) -> Result<std::collections::BTreeMap<String, usize>> {
+    let model = optimized(onnx, decluttered(onnx, size)?)?;
+    let mut h = std::collections::BTreeMap::new();
+    for n in model.nodes() {
+        *h.entry(n.op().name().to_string()).or_default() += 1;
+    }
+    Ok(h)
+}
+
 impl TractEngine {
     pub(crate) fn open(onnx: &Path, size: usize, threads: Option<usize>) -> Result<Self> {
-        let model = guarded(onnx, || {
-            tract_onnx::onnx()
-                .model_for_path(onnx)
-                .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
-        })?;
-        let engine = Self {
-            model,
-            plans: Default::default(),
+        let model = optimized(onnx, decluttered(onnx, size)?)?;
+        let plan = model
+            .into_runnable()
+            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
+        Ok(Self {
+            plan,
+            idle: Mutex::default(),
             size,
-            path: onnx.to_path_buf(),
             executor: executor(threads),
-        };
-        engine.plan(1)?;
-        Ok(engine)
+        })
     }
 
-    fn plan(&self, batch: usize) -> Result<Arc<TypedRunnableModel>> {
-        let mut plans = self
-            .plans
-            .lock()
-            .map_err(|_| backend_msg("tract", "a previous run panicked"))?;
-        if let Some(p) = plans.get(&batch) {
-            return Ok(p.clone());
+    /// Runs the plan on one image, with a kept state if one is free.
+    fn run_one(&self, x: Tensor) -> Result<TVec<TValue>> {
+        let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut state = match kept {
+            Some(state) => state,
+            None => self
+                .plan
+                .spawn()
+                .map_err(|e| backend_err("tract", None, e))?,
+        };
+        let out = in_pool(&self.executor, || state.run(tvec!(x.into())))
+            .map_err(|e| backend_err("tract", None, e))?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(state);
         }
-        let s = self.size;
-        let plan = guarded(&self.path, || {
-            self.model
-                .clone()
-                .with_input_fact(0, f32::fact([batch, 3, s, s]).into())
-                .and_then(|m| m.into_optimized())
-                .and_then(|m| m.into_runnable())
-                .map_err(|e| backend_err("tract", Some(&self.path.display().to_string()), e))
-        })?;
-        plans.insert(batch, plan.clone());
-        Ok(plan)
+        Ok(out)
     }
 
     pub(crate) fn run(&self, input: &[f32], batch: usize) -> Result<RawOutputs> {
         let s = self.size;
-        let x = Tensor::from_shape(&[batch, 3, s, s], input)
-            .map_err(|e| backend_err("tract", None, e))?;
-        let plan = self.plan(batch)?;
-        let out = multithread_tract_scope(self.executor.clone(), || plan.run(tvec!(x.into())))
-            .map_err(|e| backend_err("tract", None, e))?;
-        let vec = |t: &TValue| -> Result<Vec<f32>> {
-            Ok(t.to_plain_array_view::<f32>()
-                .map_err(|e| backend_err("tract", None, e))?
-                .iter()
-                .copied()
-                .collect())
+        let image = 3 * s * s;
+        if input.len() != batch * image {
+            return Err(backend_msg(
+                "tract",
+                "the input is not a whole batch of images",
+            ));
+        }
+        let mut raw = RawOutputs {
+            logits: Vec::new(),
+            features: Vec::new(),
         };
-        Ok(RawOutputs {
-            logits: vec(&out[0])?,
-            features: vec(&out[1])?,
-        })
+        for x in input.chunks_exact(image) {
+            let x =
+                Tensor::from_shape(&[1, 3, s, s], x).map_err(|e| backend_err("tract", None, e))?;
+            let out = self.run_one(x)?;
+            for (t, into) in out.iter().zip([&mut raw.logits, &mut raw.features]) {
+                let view = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| backend_err("tract", None, e))?;
+                into.extend(view.iter().copied());
+            }
+        }
+        Ok(raw)
     }
 }
 
-/// Where a tract run spends its time: for each operator of the optimized plan for `batch`
-/// images, its name, the number of nodes and the total milliseconds over `runs` runs on
-/// `threads` threads, slowest first. A diagnostic for performance work.
+/// Where a tract run spends its time: for each operator of the optimized plan, its name, the
+/// number of nodes and the total milliseconds per image over `runs` runs on `threads`
+/// threads, slowest first. A diagnostic for performance work.
 pub fn profile_ops(
     onnx: &Path,
     size: usize,
-    batch: usize,
     threads: Option<usize>,
     runs: usize,
 ) -> Result<Vec<(String, usize, f64)>> {
     let engine = TractEngine::open(onnx, size, threads)?;
-    let plan = engine.plan(batch)?;
+    let plan = &engine.plan;
     let input: Tensor =
-        Tensor::zero::<f32>(&[batch, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
+        Tensor::zero::<f32>(&[1, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
     let mut totals: std::collections::HashMap<String, (std::collections::HashSet<usize>, f64)> =
         Default::default();
-    let mut state = tract_onnx::tract_core::plan::SimpleState::new(&plan)
+    let mut state = tract_onnx::tract_core::plan::SimpleState::new(plan)
         .map_err(|e| backend_err("tract", None, e))?;
     for run in 0..=runs {
-        multithread_tract_scope(engine.executor.clone(), || {
+        in_pool(&engine.executor, || {
             state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
                 let t = std::time::Instant::now();
                 let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);

@@ -1,0 +1,844 @@
+//! NASNet's own depthwise convolution and average pooling for tract.
+//!
+//! Half of a NASNet-A Mobile run on tract was spent in its 160 depthwise convolutions (3x3,
+//! 5x5 and 7x7, stride 1 or 2) and a tenth in its 3x3 average pools, which tract runs one
+//! channel at a time and leaves single-threaded on the small planes of the later cells. This
+//! op replaces tract's `Conv` wherever it is depthwise (as many groups as channels, f32,
+//! NCHW, constant weights) and tract's `SumPool` (an average pool is a depthwise convolution
+//! with a kernel of ones, divided by the taps that fall inside the image), before tract
+//! optimizes the model. Each channel becomes a few long vector loops:
+//!
+//! - the zero-padded input plane is split into `stride x stride` phases (for stride 1, the
+//!   padded plane itself), each laid out with the output's row length plus the kernel's reach,
+//!   so every kernel tap reads one phase at a fixed offset;
+//! - the output is accumulated over that padded row length, one pass per kernel row and phase
+//!   over the whole plane (contiguous loops the compiler vectorizes; AVX2/FMA or NEON picked
+//!   at run time by `multiversion`, plain SSE2 or scalar code elsewhere), then the valid
+//!   columns are copied out with the bias or the pooling divisor;
+//! - channels are split across tract's executor (the model's thread pool) by the amount of
+//!   work, not by plane size, so the small late planes run on every core too.
+
+use tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec, SumPool};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// The shape of one depthwise convolution over one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Geometry {
+    channels: usize,
+    /// Input height and width.
+    h: usize,
+    w: usize,
+    /// Kernel height and width.
+    kh: usize,
+    kw: usize,
+    /// Strides.
+    sh: usize,
+    sw: usize,
+    /// Zero padding before the first row and column (what falls past the end is implied by
+    /// the output size).
+    top: usize,
+    left: usize,
+    /// Output height and width.
+    oh: usize,
+    ow: usize,
+}
+
+/// The largest kernel side the fused tap loops are unrolled for; wider kernels run a tap at
+/// a time.
+const MAX_FUSED: usize = 8;
+
+impl Geometry {
+    /// The geometry of a pool spec on a concrete input shape, with whether the input has a
+    /// batch axis (decluttering drops the batch axis of a batch of one: CHW); `None` where
+    /// this op does not apply.
+    fn of(spec: &PoolSpec, shape: &[usize], channels: usize) -> Option<(Self, bool)> {
+        let batched = match (spec.data_format, shape.len()) {
+            (DataFormat::NCHW, 4) => true,
+            (DataFormat::CHW, 3) => false,
+            _ => return None,
+        };
+        let chw = &shape[batched as usize..];
+        if chw[0] != channels
+            || spec.kernel_shape.len() != 2
+            || spec
+                .dilations
+                .as_ref()
+                .is_some_and(|d| d.iter().any(|&d| d != 1))
+        {
+            return None;
+        }
+        let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+        let strides = spec.strides.clone().unwrap_or_else(|| tvec!(1, 1));
+        if strides.len() != 2 || strides.contains(&0) || kh == 0 || kw == 0 {
+            return None;
+        }
+        let pads = spec
+            .padding
+            .compute(&chw[1..3], &[kh, kw], &[1, 1], &strides);
+        let g = Geometry {
+            channels,
+            h: chw[1],
+            w: chw[2],
+            kh,
+            kw,
+            sh: strides[0],
+            sw: strides[1],
+            top: pads[0].pad_before,
+            left: pads[1].pad_before,
+            oh: pads[0].convoluted,
+            ow: pads[1].convoluted,
+        };
+        Some((g, batched))
+    }
+
+    /// The output shape for `batch` images (`None`: no batch axis).
+    fn output_shape(&self, batch: Option<usize>) -> TVec<usize> {
+        batch
+            .into_iter()
+            .chain([self.channels, self.oh, self.ow])
+            .collect()
+    }
+
+    /// Rows and row length of each phase: the output's, plus the kernel's reach.
+    fn phase_dims(&self) -> (usize, usize) {
+        (
+            self.oh + (self.kh - 1) / self.sh,
+            self.ow + (self.kw - 1) / self.sw,
+        )
+    }
+
+    /// Elements of one phase, with one spare row so the last tap may read past the last row.
+    fn phase_len(&self) -> usize {
+        let (r, q) = self.phase_dims();
+        (r + 1) * q
+    }
+
+    /// For each output position, one over the number of kernel taps that fall inside the
+    /// input (an average pool that does not count the padding).
+    fn inside_counts(&self) -> Vec<f32> {
+        let inside = |o: usize, s: usize, pad: usize, k: usize, len: usize| {
+            (0..k)
+                .filter(|t| (o * s + t).checked_sub(pad).is_some_and(|i| i < len))
+                .count()
+        };
+        let mut v = Vec::with_capacity(self.oh * self.ow);
+        for y in 0..self.oh {
+            let rows = inside(y, self.sh, self.top, self.kh, self.h);
+            for x in 0..self.ow {
+                let cols = inside(x, self.sw, self.left, self.kw, self.w);
+                v.push(1.0 / (rows * cols).max(1) as f32);
+            }
+        }
+        v
+    }
+
+    /// Lays the padded plane `x` out as `sh x sw` phases in `phases`: phase `(a, b)` holds
+    /// padded rows `a, a + sh, ...` and columns `b, b + sw, ...`.
+    #[inline(always)]
+    fn fill_phases(&self, x: &[f32], relu: bool, phases: &mut Vec<f32>) {
+        let (rows, q) = self.phase_dims();
+        let len = self.phase_len();
+        phases.clear();
+        phases.resize(self.sh * self.sw * len, 0.0);
+        for a in 0..self.sh {
+            for b in 0..self.sw {
+                let phase = &mut phases[(a * self.sw + b) * len..][..len];
+                // The phase's columns that fall inside the input: `c * sw + b - left` in
+                // `0..w`.
+                let first = self.left.saturating_sub(b).div_ceil(self.sw);
+                let end = (self.w + self.left)
+                    .saturating_sub(b)
+                    .div_ceil(self.sw)
+                    .min(q);
+                for r in 0..rows {
+                    let Some(y) = (r * self.sh + a).checked_sub(self.top) else {
+                        continue;
+                    };
+                    if y >= self.h || first >= end {
+                        break;
+                    }
+                    let src = &x[y * self.w..][..self.w];
+                    let dst = &mut phase[r * q + first..r * q + end];
+                    let from = first * self.sw + b - self.left;
+                    let src = src[from..].iter().step_by(self.sw);
+                    match (self.sw, relu) {
+                        (1, false) => dst.copy_from_slice(&x[y * self.w + from..][..dst.len()]),
+                        (_, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+                        (_, true) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One channel: `x` is its input plane (through a ReLU if `relu`), `k` its `kh x kw`
+    /// kernel, `out` its output plane; each output is `sum * scale + bias`, with `scale` per
+    /// output position (or one).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn channel(
+        &self,
+        x: &[f32],
+        relu: bool,
+        k: &[f32],
+        bias: f32,
+        scale: Option<&[f32]>,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) {
+        self.fill_phases(x, relu, &mut scratch.phases);
+        let (_, q) = self.phase_dims();
+        let len = self.phase_len();
+        let span = self.oh * q;
+        scratch.acc.clear();
+        scratch.acc.resize(span, 0.0);
+        let mut weights = [0.0f32; MAX_FUSED];
+        for i in 0..self.kh {
+            // The taps of kernel row `i` that read phase column `b` sit at consecutive
+            // offsets of that phase: one fused pass each.
+            for b in 0..self.sw.min(self.kw) {
+                let phase = (i % self.sh) * self.sw + b;
+                let at = phase * len + (i / self.sh) * q;
+                let row = &k[i * self.kw..][..self.kw];
+                let mut strided = [0.0f32; 16];
+                let taps: &[f32] = if self.sw == 1 {
+                    row
+                } else {
+                    let mut n = 0;
+                    for (t, w) in strided.iter_mut().zip(row.iter().skip(b).step_by(self.sw)) {
+                        *t = *w;
+                        n += 1;
+                    }
+                    &strided[..n]
+                };
+                for (chunk_at, chunk) in (0..taps.len())
+                    .step_by(MAX_FUSED)
+                    .zip(taps.chunks(MAX_FUSED))
+                {
+                    weights[..chunk.len()].copy_from_slice(chunk);
+                    let from = at + chunk_at;
+                    multiply_add_taps(
+                        &mut scratch.acc,
+                        &scratch.phases[from..from + span + chunk.len() - 1],
+                        &weights[..chunk.len()],
+                    );
+                }
+            }
+        }
+        let rows = out.chunks_exact_mut(self.ow).zip(scratch.acc.chunks(q));
+        match scale {
+            None => {
+                for (row, acc) in rows {
+                    for (o, a) in row.iter_mut().zip(acc) {
+                        *o = a + bias;
+                    }
+                }
+            }
+            Some(scale) => {
+                for ((row, acc), scale) in rows.zip(scale.chunks_exact(self.ow)) {
+                    for ((o, a), s) in row.iter_mut().zip(acc).zip(scale) {
+                        *o = a * s + bias;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The channels `first..` of one chunk of the output: compiled for the widest vector unit
+/// the processor has, with everything below inlined into each version.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
+fn run_channels(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mut [f32]) {
+    let g = &op.geometry;
+    let (in_plane, plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let kernels = w.kernel.len() / taps;
+    let mut scratch = Scratch::default();
+    for (i, out) in chunk.chunks_exact_mut(plane).enumerate() {
+        let p = first + i;
+        let c = p % g.channels;
+        g.channel(
+            &x[p * in_plane..][..in_plane],
+            op.relu,
+            &w.kernel[(c % kernels) * taps..][..taps],
+            w.bias.map_or(0.0, |b| b[c]),
+            w.scale,
+            out,
+            &mut scratch,
+        );
+    }
+}
+
+/// The op's constants as slices.
+struct Weights<'a> {
+    kernel: &'a [f32],
+    bias: Option<&'a [f32]>,
+    scale: Option<&'a [f32]>,
+}
+
+/// `acc[t] += w[0] * x[t] + w[1] * x[t + 1] + ...` for every `t` of `acc`: the taps of one
+/// kernel row in one pass.
+#[inline(always)]
+fn multiply_add_taps(acc: &mut [f32], x: &[f32], w: &[f32]) {
+    match w.len() {
+        1 => fused::<1>(acc, x, w),
+        2 => fused::<2>(acc, x, w),
+        3 => fused::<3>(acc, x, w),
+        4 => fused::<4>(acc, x, w),
+        5 => fused::<5>(acc, x, w),
+        6 => fused::<6>(acc, x, w),
+        7 => fused::<7>(acc, x, w),
+        _ => fused::<MAX_FUSED>(acc, x, w),
+    }
+}
+
+/// [`multiply_add_taps`] for `N` taps, inlined into each of its versions so the loop is
+/// vectorized for that version's target.
+#[inline(always)]
+fn fused<const N: usize>(acc: &mut [f32], x: &[f32], w: &[f32]) {
+    let w: [f32; N] = std::array::from_fn(|m| w[m]);
+    let shifted: [&[f32]; N] = std::array::from_fn(|m| &x[m..m + acc.len()]);
+    for (t, a) in acc.iter_mut().enumerate() {
+        let mut sum = *a;
+        for m in 0..N {
+            sum += w[m] * shifted[m][t];
+        }
+        *a = sum;
+    }
+}
+
+/// Per-thread buffers: the phases of one input plane and one accumulated output plane.
+#[derive(Default)]
+struct Scratch {
+    phases: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+/// A depthwise convolution with constant weights, or an average pool (see the module's
+/// documentation).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Depthwise {
+    geometry: Geometry,
+    /// NCHW, else CHW (one image, its batch axis dropped).
+    batched: bool,
+    /// `[channels, kh * kw]`, or `[1, kh * kw]` when every channel has the same kernel.
+    kernel: Arc<Tensor>,
+    /// `[channels]`, or none.
+    bias: Option<Arc<Tensor>>,
+    /// `[oh * ow]`: what each output position is multiplied by (an average pool's divisor).
+    scale: Option<Arc<Tensor>>,
+    /// Whether the input goes through a ReLU first (the ReLU that starts each of NASNet's
+    /// separable convolutions, taken in so its output is never written).
+    relu: bool,
+}
+
+impl Depthwise {
+    /// The op for `node` when it is a depthwise convolution this op computes: tract's `Conv`
+    /// on f32 NCHW with as many groups as channels, OIHW constant weights, no dilation and a
+    /// concrete input shape; `None` otherwise (the node stays tract's).
+    fn from_conv(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
+        let c = conv.group;
+        let spec = &conv.pool_spec;
+        if conv.q_params.is_some()
+            || c < 2
+            || spec.input_channels != c
+            || spec.output_channels != c
+            || conv.kernel_fmt != KernelFormat::OIHW
+            || node.inputs.len() != 3
+        {
+            return Ok(None);
+        }
+        let (Some(kernel), Some(bias)) = (
+            model.outlet_fact(node.inputs[1])?.konst.clone(),
+            model.outlet_fact(node.inputs[2])?.konst.clone(),
+        ) else {
+            return Ok(None);
+        };
+        let Some((geometry, batched)) = Self::geometry(model, node, spec, c)? else {
+            return Ok(None);
+        };
+        let (kh, kw) = (geometry.kh, geometry.kw);
+        if kernel.datum_type() != f32::datum_type()
+            || kernel.shape() != [c, 1, kh, kw]
+            || bias.datum_type() != f32::datum_type()
+            || !(bias.len() == c || bias.len() == 1)
+        {
+            return Ok(None);
+        }
+        let kernel = kernel.into_tensor().into_shape(&[c, kh * kw])?;
+        let bias = if bias.len() == c {
+            bias.into_tensor().into_shape(&[c])?
+        } else {
+            let b = *bias.try_as_plain_ram()?.to_scalar::<f32>()?;
+            Tensor::from_shape(&[c], &vec![b; c])?
+        };
+        Ok(Some(Self {
+            geometry,
+            batched,
+            kernel: kernel.into_arc_tensor(),
+            bias: Some(bias.into_arc_tensor()),
+            scale: None,
+            relu: false,
+        }))
+    }
+
+    /// The op for `node` when it is tract's `SumPool` (a sum or an average pool) on f32 NCHW
+    /// with a concrete input shape; `None` otherwise.
+    fn from_sum_pool(
+        model: &TypedModel,
+        node: &TypedNode,
+        pool: &SumPool,
+    ) -> TractResult<Option<Self>> {
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(&channels) = input
+            .shape
+            .as_concrete()
+            .and_then(|s| s.get(pool.pool_spec.data_format.has_n() as usize))
+        else {
+            return Ok(None);
+        };
+        let Some((geometry, batched)) = Self::geometry(model, node, &pool.pool_spec, channels)?
+        else {
+            return Ok(None);
+        };
+        let taps = geometry.kh * geometry.kw;
+        let scale = match (pool.normalize, pool.count_include_pad) {
+            (false, _) => None,
+            (true, true) => Some(vec![1.0 / taps as f32; geometry.oh * geometry.ow]),
+            (true, false) => Some(geometry.inside_counts()),
+        };
+        let scale = scale
+            .map(|s| Tensor::from_shape(&[s.len()], &s))
+            .transpose()?;
+        Ok(Some(Self {
+            geometry,
+            batched,
+            kernel: Tensor::from_shape(&[1, taps], &vec![1.0f32; taps])?.into_arc_tensor(),
+            bias: None,
+            scale: scale.map(Tensor::into_arc_tensor),
+            relu: false,
+        }))
+    }
+
+    /// The geometry of `node` on its concrete f32 input, checked against its output shape.
+    fn geometry(
+        model: &TypedModel,
+        node: &TypedNode,
+        spec: &PoolSpec,
+        channels: usize,
+    ) -> TractResult<Option<(Geometry, bool)>> {
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(shape) = input.shape.as_concrete() else {
+            return Ok(None);
+        };
+        if input.datum_type != f32::datum_type() {
+            return Ok(None);
+        }
+        let Some((g, batched)) = Geometry::of(spec, shape, channels) else {
+            return Ok(None);
+        };
+        let expected = g.output_shape(batched.then_some(shape[0]));
+        let out = &model.outlet_fact(node.id.into())?.shape;
+        Ok((out.as_concrete() == Some(&expected[..])).then_some((g, batched)))
+    }
+}
+
+impl Op for Depthwise {
+    fn name(&self) -> StaticName {
+        "NasnetDepthwise".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let g = &self.geometry;
+        let what = if self.bias.is_some() {
+            "convolution"
+        } else {
+            "pool"
+        };
+        let relu = if self.relu { "ReLU then " } else { "" };
+        Ok(vec![format!(
+            "{relu}{}x{} {what}, stride {}x{}, {} channels",
+            g.kh, g.kw, g.sh, g.sw, g.channels
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Depthwise {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = args_1!(inputs);
+        let g = self.geometry;
+        let x = x.try_as_plain_ram()?.as_slice::<f32>()?;
+        let in_plane = g.h * g.w;
+        let planes = x.len() / in_plane.max(1);
+        let plane = g.oh * g.ow;
+        let taps = g.kh * g.kw;
+        fn slice(t: &Option<Arc<Tensor>>) -> TractResult<Option<&[f32]>> {
+            t.as_ref()
+                .map(|t| t.try_as_plain_ram()?.as_slice::<f32>())
+                .transpose()
+        }
+        let weights = Weights {
+            kernel: self.kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+            bias: slice(&self.bias)?,
+            scale: slice(&self.scale)?,
+        };
+        let mut output =
+            Tensor::zero::<f32>(&g.output_shape(self.batched.then_some(planes / g.channels)))?;
+        if plane > 0 && in_plane > 0 {
+            let mut view = output.try_as_plain_ram_mut()?;
+            par_chunks_mut(
+                view.as_slice_mut::<f32>()?,
+                plane,
+                planes * plane * taps,
+                |first, chunk| {
+                    run_channels(self, x, &weights, first, chunk);
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Depthwise {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let g = &self.geometry;
+        ensure!(inputs.len() == 1 && inputs[0].rank() == 3 + self.batched as usize);
+        let shape: TVec<TDim> = self
+            .batched
+            .then(|| inputs[0].shape[0].clone())
+            .into_iter()
+            .chain([g.channels.into(), g.oh.into(), g.ow.into()])
+            .collect();
+        Ok(tvec!(f32::fact(shape)))
+    }
+
+    as_op!();
+}
+
+/// When `outlet` is a ReLU (tract's `max(x, 0)`), its input `x`.
+fn relu_input(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
+    let node = &model.nodes[outlet.node];
+    let is_max = node
+        .op_as::<TypedBinOp>()
+        .is_some_and(|op| op.0.is::<tract_onnx::tract_core::ops::math::Max>());
+    if !is_max || node.inputs.len() != 2 {
+        return Ok(None);
+    }
+    for (data, zero) in [(0, 1), (1, 0)] {
+        let fact = model.outlet_fact(node.inputs[zero])?;
+        let zeros = fact.konst.as_ref().is_some_and(|k| {
+            k.len() == 1
+                && k.try_as_plain_ram()
+                    .and_then(|k| k.as_slice::<f32>().map(|v| v[0] == 0.0))
+                    .unwrap_or(false)
+        });
+        let data_fact = model.outlet_fact(node.inputs[data])?;
+        if zeros && data_fact.shape == model.outlet_fact(outlet)?.shape {
+            return Ok(Some(node.inputs[data]));
+        }
+    }
+    Ok(None)
+}
+
+/// Replaces every depthwise convolution and sum or average pool of a decluttered model that
+/// [`Depthwise`] computes, taking in the ReLU before it, and returns how many nodes it
+/// replaced.
+pub fn replace_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let op = if let Some(conv) = node.op_as::<Conv>() {
+            Depthwise::from_conv(model, node, conv)?
+        } else if let Some(pool) = node.op_as::<SumPool>() {
+            Depthwise::from_sum_pool(model, node, pool)?
+        } else {
+            None
+        };
+        let Some(mut op) = op else {
+            continue;
+        };
+        let mut input = node.inputs[0];
+        if let Some(x) = relu_input(model, input)? {
+            op.relu = true;
+            input = x;
+        }
+        let patch = TypedModelPatch::replace_single_op(model, node, &[input], op)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+
+    /// `len` deterministic pseudo-random values in [-0.5, 0.5).
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// A one-node model: tract's depthwise `Conv` with random weights and bias.
+    fn conv_model(
+        n: usize,
+        c: usize,
+        hw: (usize, usize),
+        k: (usize, usize),
+        stride: usize,
+        padding: PaddingSpec,
+        seed: u64,
+    ) -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([n, c, hw.0, hw.1]))?;
+        let w = noise(c * k.0 * k.1, seed);
+        let b = noise(c, seed + 1000);
+        let w = model.add_const("w", Tensor::from_shape(&[c, 1, k.0, k.1], &w)?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[c], &b)?)?;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(k.0, k.1),
+                padding,
+                dilations: None,
+                strides: Some(tvec!(stride, stride)),
+                input_channels: c,
+                output_channels: c,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: c,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, w, b])?;
+        model.select_output_outlets(&y)?;
+        Ok(model)
+    }
+
+    /// Runs tract's plan and ours on the same random input; returns the largest difference.
+    fn compare(model: TypedModel, seed: u64) -> TractResult<f32> {
+        let shape: Vec<usize> = model
+            .outlet_fact(model.input_outlets()?[0])?
+            .shape
+            .as_concrete()
+            .unwrap()
+            .to_vec();
+        let x: Vec<f32> = noise(shape.iter().product(), seed)
+            .into_iter()
+            .map(|v| v * 4.0)
+            .collect();
+        let x = Tensor::from_shape(&shape, &x)?;
+        let theirs = model.clone().into_optimized()?.into_runnable()?;
+        let mut ours = model.into_decluttered()?;
+        assert_eq!(
+            replace_depthwise(&mut ours)?,
+            1,
+            "the convolution is replaced"
+        );
+        let ours = ours.into_optimized()?;
+        assert!(
+            ours.nodes().iter().any(|n| n.op_is::<Depthwise>()),
+            "our op survives tract's optimization"
+        );
+        let ours = ours.into_runnable()?;
+        let a = theirs.run(tvec!(x.clone().into()))?;
+        let b = ours.run(tvec!(x.into()))?;
+        assert_eq!(a[0].shape(), b[0].shape());
+        let (a, b) = (
+            a[0].try_as_plain_ram()?.as_slice::<f32>()?,
+            b[0].try_as_plain_ram()?.as_slice::<f32>()?,
+        );
+        Ok(a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max))
+    }
+
+    #[test]
+    fn matches_tracts_depthwise_convolution() -> TractResult<()> {
+        let explicit = |p: usize| PaddingSpec::Explicit(tvec!(p, p), tvec!(p, p));
+        let cases = [
+            // (batch, channels, input, kernel, stride, padding)
+            (1, 8, (14, 14), (3, 3), 1, explicit(1)),
+            (2, 5, (9, 11), (5, 5), 1, explicit(2)),
+            (1, 4, (7, 7), (7, 7), 1, explicit(3)),
+            (1, 6, (15, 15), (5, 5), 2, explicit(2)),
+            (1, 3, (16, 13), (7, 7), 2, explicit(3)),
+            (
+                1,
+                3,
+                (16, 16),
+                (3, 3),
+                2,
+                PaddingSpec::Explicit(tvec!(0, 0), tvec!(1, 1)),
+            ),
+            (1, 4, (10, 10), (3, 3), 2, PaddingSpec::SameUpper),
+            (1, 4, (11, 11), (5, 5), 2, PaddingSpec::SameLower),
+            (1, 2, (8, 8), (3, 3), 1, PaddingSpec::Valid),
+        ];
+        for (i, (n, c, hw, k, s, p)) in cases.into_iter().enumerate() {
+            let what = format!("{n}x{c}x{hw:?} kernel {k:?} stride {s} padding {p:?}");
+            let diff = compare(conv_model(n, c, hw, k, s, p, i as u64)?, 100 + i as u64)?;
+            assert!(diff < 1e-5, "{what}: differs from tract by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn takes_in_the_relu_before_it() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 6, 10, 10]))?;
+        let zero = model.add_const("zero", Tensor::zero::<f32>(&[1, 1, 1, 1])?)?;
+        let relu = model.wire_node(
+            "relu",
+            TypedBinOp(Box::new(tract_onnx::tract_core::ops::math::Max), None),
+            &[x, zero],
+        )?[0];
+        let conv = conv_model(1, 6, (10, 10), (3, 3), 1, PaddingSpec::SameUpper, 9)?;
+        let node = &conv.nodes()[conv.output_outlets()?[0].node];
+        let w = model.add_const(
+            "w",
+            conv.outlet_fact(node.inputs[1])?.konst.clone().unwrap(),
+        )?;
+        let b = model.add_const(
+            "b",
+            conv.outlet_fact(node.inputs[2])?.konst.clone().unwrap(),
+        )?;
+        let y = model.wire_node("conv", node.op_as::<Conv>().unwrap().clone(), &[relu, w, b])?;
+        model.select_output_outlets(&y)?;
+        let mut ours = model.clone().into_decluttered()?;
+        replace_depthwise(&mut ours)?;
+        let fused = ours
+            .nodes()
+            .iter()
+            .any(|n| n.op_as::<Depthwise>().is_some_and(|d| d.relu));
+        assert!(fused, "the ReLU is taken in");
+        assert!(
+            !ours.nodes().iter().any(|n| n.op_is::<TypedBinOp>()),
+            "the ReLU is gone: {ours}"
+        );
+        let diff = compare(model, 10)?;
+        assert!(diff < 1e-5, "differs from tract by {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn matches_tracts_average_and_sum_pools() -> TractResult<()> {
+        let cases = [
+            // (channels, input, kernel, stride, padding, count the padding, normalize)
+            (
+                6,
+                (14, 14),
+                3,
+                1,
+                PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                false,
+                true,
+            ),
+            (
+                4,
+                (15, 15),
+                3,
+                2,
+                PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1)),
+                false,
+                true,
+            ),
+            (4, (9, 12), 3, 2, PaddingSpec::SameUpper, true, true),
+            (3, (8, 8), 3, 1, PaddingSpec::Valid, false, false),
+        ];
+        for (i, (c, hw, k, s, padding, include, normalize)) in cases.into_iter().enumerate() {
+            let what = format!("{c}x{hw:?} pool {k} stride {s} padding {padding:?}");
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([1, c, hw.0, hw.1]))?;
+            let pool = SumPool {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec!(k, k),
+                    padding,
+                    dilations: None,
+                    strides: Some(tvec!(s, s)),
+                    input_channels: c,
+                    output_channels: c,
+                },
+                count_include_pad: include,
+                normalize,
+            };
+            let y = model.wire_node("pool", pool, &[x])?;
+            model.select_output_outlets(&y)?;
+            let diff = compare(model, 200 + i as u64)?;
+            assert!(diff < 1e-5, "{what}: differs from tract by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn runs_on_a_thread_pool_as_on_one_thread() -> TractResult<()> {
+        let model = conv_model(2, 64, (28, 28), (5, 5), 1, PaddingSpec::SameUpper, 7)?;
+        let mut ours = model.into_decluttered()?;
+        replace_depthwise(&mut ours)?;
+        let plan = ours.into_optimized()?.into_runnable()?;
+        let x = Tensor::from_shape(&[2, 64, 28, 28], &noise(2 * 64 * 28 * 28, 8))?;
+        let one = plan.run(tvec!(x.clone().into()))?;
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let two =
+            tract_linalg::multithread::multithread_tract_scope(pool, || plan.run(tvec!(x.into())))?;
+        assert_eq!(
+            one[0].try_as_plain_ram()?.as_slice::<f32>()?,
+            two[0].try_as_plain_ram()?.as_slice::<f32>()?
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn leaves_ordinary_convolutions_to_tract() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 4, 8, 8]))?;
+        let w = model.add_const("w", Tensor::zero::<f32>(&[4, 2, 3, 3])?)?;
+        let b = model.add_const("b", Tensor::zero::<f32>(&[4])?)?;
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec!(3, 3),
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: None,
+                input_channels: 4,
+                output_channels: 4,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 2,
+            q_params: None,
+        };
+        let y = model.wire_node("grouped", conv, &[x, w, b])?;
+        model.select_output_outlets(&y)?;
+        let mut model = model.into_decluttered()?;
+        assert_eq!(replace_depthwise(&mut model)?, 0);
+        Ok(())
+    }
+}
