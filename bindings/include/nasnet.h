@@ -78,6 +78,12 @@ typedef struct NasnetOptions NasnetOptions;
 typedef uint32_t NasnetBackend;
 
 /**
+ * Where the tract backend keeps the models it has prepared, so that the next open is quick
+ * (see [`nasnet_options_set_tract_cache`]).
+ */
+typedef uint32_t NasnetTractCache;
+
+/**
  * What a model expects and returns.
  */
 typedef struct NasnetModelInfo {
@@ -141,6 +147,21 @@ typedef struct NasnetImage {
  * 8-bit red, green, blue, alpha (alpha ignored).
  */
 #define NASNET_PIXEL_FORMAT_RGBA8 1
+
+/**
+ * A hidden file beside `model.onnx` (the default).
+ */
+#define NASNET_TRACT_CACHE_BESIDE_MODEL 0
+
+/**
+ * A directory of the caller's (for models in a read-only place, such as an app's assets).
+ */
+#define NASNET_TRACT_CACHE_DIR 1
+
+/**
+ * No cache: every open prepares the model.
+ */
+#define NASNET_TRACT_CACHE_OFF 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -216,6 +237,21 @@ enum NasnetStatus nasnet_options_set_threads(struct NasnetOptions *options, uint
  * `path` is null or a NUL-terminated string.
  */
 enum NasnetStatus nasnet_options_set_ort_library(struct NasnetOptions *options, const char *path);
+
+/**
+ * Sets where the tract backend keeps prepared models: `NASNET_TRACT_CACHE_BESIDE_MODEL`
+ * (the default; `dir` null), `NASNET_TRACT_CACHE_DIR` (in `dir`, made if missing) or
+ * `NASNET_TRACT_CACHE_OFF` (`dir` null). Opening a model on tract prepares it (most of the
+ * time before the first result); from the second open on, the prepared model is read. A
+ * place that cannot be written to leaves the model uncached, not failing.
+ *
+ * # Safety
+ * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses;
+ * `dir` is null or a NUL-terminated string.
+ */
+enum NasnetStatus nasnet_options_set_tract_cache(struct NasnetOptions *options,
+                                                 NasnetTractCache mode,
+                                                 const char *dir);
 
 /**
  * Opens a model directory (`model.json` + `model.onnx`) with `options` (null: the defaults;

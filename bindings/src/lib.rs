@@ -18,7 +18,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use nasnet_runtime::{Backend, Device, Model, Options};
+use nasnet_runtime::{Backend, Device, Model, Options, TractCache};
 
 /// Result of every call. Values are stable and never reused.
 #[repr(C)]
@@ -488,6 +488,66 @@ pub unsafe extern "C" fn nasnet_options_set_ort_library(
         } else {
             // SAFETY: not null, NUL-terminated by the contract.
             Some(PathBuf::from(unsafe { str_arg(path, "path") }?))
+        };
+        Ok(())
+    })
+}
+
+/// Where the tract backend keeps the models it has prepared, so that the next open is quick
+/// (see [`nasnet_options_set_tract_cache`]).
+pub type NasnetTractCache = u32;
+/// A hidden file beside `model.onnx` (the default).
+pub const NASNET_TRACT_CACHE_BESIDE_MODEL: NasnetTractCache = 0;
+/// A directory of the caller's (for models in a read-only place, such as an app's assets).
+pub const NASNET_TRACT_CACHE_DIR: NasnetTractCache = 1;
+/// No cache: every open prepares the model.
+pub const NASNET_TRACT_CACHE_OFF: NasnetTractCache = 2;
+
+/// Sets where the tract backend keeps prepared models: `NASNET_TRACT_CACHE_BESIDE_MODEL`
+/// (the default; `dir` null), `NASNET_TRACT_CACHE_DIR` (in `dir`, made if missing) or
+/// `NASNET_TRACT_CACHE_OFF` (`dir` null). Opening a model on tract prepares it (most of the
+/// time before the first result); from the second open on, the prepared model is read. A
+/// place that cannot be written to leaves the model uncached, not failing.
+///
+/// # Safety
+/// `options` is null or a live handle from [`nasnet_options_new`] no other thread uses;
+/// `dir` is null or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn nasnet_options_set_tract_cache(
+    options: *mut NasnetOptions,
+    mode: NasnetTractCache,
+    dir: *const c_char,
+) -> NasnetStatus {
+    boundary(|| {
+        // SAFETY: forwarded contract.
+        let o = unsafe { options_arg(options) }?;
+        o.options.tract_cache = match (mode, dir.is_null()) {
+            (NASNET_TRACT_CACHE_BESIDE_MODEL, true) => TractCache::BesideModel,
+            (NASNET_TRACT_CACHE_OFF, true) => TractCache::Off,
+            (NASNET_TRACT_CACHE_DIR, false) => {
+                // SAFETY: not null, NUL-terminated by the contract.
+                TractCache::In(PathBuf::from(unsafe { str_arg(dir, "dir") }?))
+            }
+            (NASNET_TRACT_CACHE_DIR, true) => {
+                return fail(
+                    NasnetStatus::NullArgument,
+                    "NASNET_TRACT_CACHE_DIR needs a directory",
+                );
+            }
+            (m @ (NASNET_TRACT_CACHE_BESIDE_MODEL | NASNET_TRACT_CACHE_OFF), false) => {
+                return fail(
+                    NasnetStatus::InvalidArgument,
+                    format!("tract cache mode {m} takes no directory (pass null)"),
+                );
+            }
+            (m, _) => {
+                return fail(
+                    NasnetStatus::InvalidArgument,
+                    format!(
+                        "tract cache mode {m}: expected 0 (beside the model), 1 (a directory) or 2 (off)"
+                    ),
+                );
+            }
         };
         Ok(())
     })

@@ -57,6 +57,12 @@ int main(int argc, char **argv) {
         ROW(nasnet_options_set_threads(o, 0), NASNET_STATUS_OK),
         ROW(nasnet_options_set_ort_library(NULL, NULL), NASNET_STATUS_NULL_ARGUMENT),
         ROW(nasnet_options_set_ort_library(o, "\xff\xfe"), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(NULL, NASNET_TRACT_CACHE_OFF, NULL), NASNET_STATUS_NULL_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_DIR, NULL), NASNET_STATUS_NULL_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_DIR, "\xff\xfe"), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_OFF, "/tmp"), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(o, 42, NULL), NASNET_STATUS_INVALID_ARGUMENT),
+        ROW(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_BESIDE_MODEL, NULL), NASNET_STATUS_OK),
         /* opening and closing */
         ROW(nasnet_model_open(NULL, o, &closed), NASNET_STATUS_NULL_ARGUMENT),
         ROW(nasnet_model_open(dir, o, NULL), NASNET_STATUS_NULL_ARGUMENT),

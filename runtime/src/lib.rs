@@ -42,7 +42,7 @@ use nasnet_core::meta::{ModelMeta, ONNX_FILE, WEIGHTS_FILE};
 pub use engine::candle::candle_device;
 pub use engine::ort_library;
 #[cfg(feature = "tract")]
-pub use engine::tract::{optimized_ops, profile_ops};
+pub use engine::tract::{optimized_ops, profile_ops, tract_cache_file};
 pub use error::{Cause, Error, ErrorCode, Result};
 pub use nasnet_core::cache::nasnet_home;
 pub use nasnet_core::preprocess::{self, ImageError, decode, load_image, preprocess};
@@ -131,6 +131,31 @@ pub struct Options {
     /// the first model opened on ONNX Runtime chooses it, and asking for another later is an
     /// error.
     pub ort_library: Option<PathBuf>,
+    /// Where tract keeps the models it has prepared, so that the next open skips most of
+    /// tract's work.
+    pub tract_cache: TractCache,
+}
+
+/// Where tract keeps a prepared model: tract's analysed and simplified graph of `model.onnx`
+/// in NNEF, tract's own format. Opening a model on tract parses the ONNX file, then analyses
+/// and simplifies the graph, which takes most of the time before the first result; from the
+/// second open on, the prepared model is read instead. A prepared model is named by the
+/// sha256 of `model.onnx`, the input size, the tract version and the format of this cache
+/// ([`tract_cache_file`]), so a changed model, a changed tract or a changed preparation never
+/// reads a stale one; one that fails to load is made again. Writing is atomic (a temporary
+/// file renamed into place), and a directory that cannot be written to leaves the model
+/// uncached, not failing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TractCache {
+    /// A hidden file beside `model.onnx` (`.model.onnx.tract-KEY.nnef.tar`), which replaces the
+    /// one an earlier `model.onnx` left there.
+    #[default]
+    BesideModel,
+    /// A file in this directory (made if missing), for model directories that cannot be
+    /// written to; prepared models of other files there are left alone.
+    In(PathBuf),
+    /// No cache: every open prepares the model.
+    Off,
 }
 
 enum Engine {
@@ -180,7 +205,7 @@ impl Model {
         let engine = match (opts.backend, opts.device) {
             #[cfg(feature = "tract")]
             (Backend::Tract, Device::Cpu) => Engine::Tract(Box::new(
-                engine::tract::TractEngine::open(&onnx()?, size, opts.threads)?,
+                engine::tract::TractEngine::open(&onnx()?, size, opts.threads, &opts.tract_cache)?,
             )),
             #[cfg(not(feature = "tract"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),

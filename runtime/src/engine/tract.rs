@@ -9,6 +9,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use super::*;
+use crate::TractCache;
 
 mod depthwise;
 pub use depthwise::replace_depthwise;
@@ -83,13 +84,119 @@ fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
     })
 }
 
-/// The optimized model: the project's depthwise operator in, then tract's optimization.
+/// The optimized model: the project's depthwise operator in, then tract's code generation
+/// (the model is decluttered already).
 fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
     guarded(onnx, || {
         replace_depthwise(&mut model)
-            .and_then(|_| model.into_optimized())
+            .and_then(|_| model.optimize())
+            .map(|()| model)
             .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
     })
+}
+
+/// The tract version the cache's files are written by: part of their names, and checked
+/// against the version a loaded file records (a test keeps it equal to the tract in use).
+const TRACT_VERSION: &str = "0.23.9";
+
+/// The format of the prepared-model cache: raised whenever what is stored changes.
+const CACHE_FORMAT: u32 = 1;
+
+/// Where the prepared model of `onnx` for images of `size` pixels lives in `cache` (`None`
+/// when the cache is off). Reads the file to hash it.
+pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<Option<PathBuf>> {
+    let sha = nasnet_core::fsutil::sha256_file(onnx)
+        .map_err(|e| Error::backend("tract", e.to_string(), e))?;
+    let key = format!(
+        "tract-{}-{size}px-tract{TRACT_VERSION}-v{CACHE_FORMAT}.nnef.tar",
+        &sha[..32]
+    );
+    Ok(match cache {
+        TractCache::BesideModel => Some(nasnet_core::fsutil::hidden_sibling(onnx, &key)),
+        TractCache::In(dir) => Some(dir.join(key)),
+        TractCache::Off => None,
+    })
+}
+
+/// The decluttered model from a cache file, if it holds one for an image of `size` pixels
+/// written by this tract.
+fn load_prepared(path: &Path, size: usize) -> Option<TypedModel> {
+    // The whole file at once: tract reads a file through small reads.
+    let bytes = std::fs::read(path).ok()?;
+    let model = std::panic::catch_unwind(|| {
+        let nnef = tract_nnef::nnef();
+        let proto = nnef
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+            .ok()?;
+        nnef.model_for_proto_model(&proto).ok()
+    })
+    .ok()
+    .flatten()?;
+    let version = model
+        .properties
+        .get("tract_nnef_ser_version")
+        .and_then(|v| {
+            v.try_as_plain_ram()
+                .ok()?
+                .to_scalar::<String>()
+                .ok()
+                .cloned()
+        });
+    let input = model.input_outlets().ok()?.first().copied()?;
+    let fits = version.as_deref() == Some(TRACT_VERSION)
+        && model.output_outlets().ok()?.len() == 2
+        && model.outlet_fact(input).ok()?.shape.as_concrete() == Some(&[1, 3, size, size][..]);
+    fits.then_some(model)
+}
+
+/// Writes the decluttered model to a cache file atomically (a unique temporary file in the
+/// same directory, renamed into place). Beside a model, the files an earlier `model.onnx`
+/// left go.
+fn store_prepared(
+    onnx: &Path,
+    path: &Path,
+    model: &TypedModel,
+    cache: &TractCache,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tract-partial-");
+    // Readable by whoever may read the model (tempfile's own default is the owner only).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tract_nnef::nnef()
+        .write_to_tar(model, std::io::BufWriter::new(tmp.as_file_mut()))
+        .map_err(std::io::Error::other)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    if *cache == TractCache::BesideModel {
+        let ours = nasnet_core::fsutil::hidden_sibling(onnx, "tract-");
+        let ours = ours.file_name().unwrap_or_default().to_string_lossy();
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&*ours) && name.ends_with(".nnef.tar") && entry.path() != path {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The decluttered model: read from the cache when it holds this model's, else made from
+/// the ONNX file and, best effort, stored there.
+fn prepared(onnx: &Path, size: usize, cache: &TractCache) -> Result<TypedModel> {
+    let Some(path) = tract_cache_file(onnx, size, cache)? else {
+        return decluttered(onnx, size);
+    };
+    if let Some(model) = load_prepared(&path, size) {
+        return Ok(model);
+    }
+    let model = decluttered(onnx, size)?;
+    // A cache that cannot be written (a read-only model directory) only costs time.
+    let _ = store_prepared(onnx, &path, &model, cache);
+    Ok(model)
 }
 
 /// What tract makes of an ONNX file for one image: operator names and counts of the
@@ -107,8 +214,13 @@ pub fn optimized_ops(
 }
 
 impl TractEngine {
-    pub(crate) fn open(onnx: &Path, size: usize, threads: Option<usize>) -> Result<Self> {
-        let model = optimized(onnx, decluttered(onnx, size)?)?;
+    pub(crate) fn open(
+        onnx: &Path,
+        size: usize,
+        threads: Option<usize>,
+        cache: &TractCache,
+    ) -> Result<Self> {
+        let model = optimized(onnx, prepared(onnx, size, cache)?)?;
         let plan = model
             .into_runnable()
             .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
@@ -175,7 +287,7 @@ pub fn profile_ops(
     threads: Option<usize>,
     runs: usize,
 ) -> Result<Vec<(String, usize, f64)>> {
-    let engine = TractEngine::open(onnx, size, threads)?;
+    let engine = TractEngine::open(onnx, size, threads, &TractCache::Off)?;
     let plan = &engine.plan;
     let input: Tensor =
         Tensor::zero::<f32>(&[1, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
@@ -204,4 +316,29 @@ pub fn profile_ops(
         .collect();
     v.sort_by(|a, b| b.2.total_cmp(&a.2));
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_names_the_tract_in_use() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 3, 4, 4]))?;
+        model.select_output_outlets(&[x])?;
+        let nnef = tract_nnef::nnef();
+        let tar = nnef.write_to_tar(&model, Vec::new())?;
+        let proto = nnef.proto_model_for_read(&mut std::io::Cursor::new(tar))?;
+        let read = nnef.model_for_proto_model(&proto)?;
+        let written_by = read.properties["tract_nnef_ser_version"]
+            .try_as_plain_ram()?
+            .to_scalar::<String>()?
+            .clone();
+        assert_eq!(
+            written_by, TRACT_VERSION,
+            "TRACT_VERSION must follow the tract in Cargo.lock"
+        );
+        Ok(())
+    }
 }
