@@ -21,7 +21,7 @@ pub struct TractEngine {
     /// run. One per run in flight at once.
     idle: Mutex<Vec<TypedSimpleState>>,
     size: usize,
-    executor: Executor,
+    pool: Pool,
 }
 
 /// The executor for `threads` threads (`None`: every core the process may use).
@@ -40,16 +40,38 @@ fn executor(threads: Option<usize>) -> Executor {
     }
 }
 
-/// Runs `f` with `executor` as tract's executor, on one of the executor's own threads: the
-/// calling thread waits while the pool's threads run the whole plan, so a serial operator
-/// and a parallel one never compete with idle workers for the same cores (with the caller
-/// running the plan itself, two threads on two cores ran a third slower than one).
-fn in_pool<R: Send>(executor: &Executor, f: impl FnOnce() -> R + Send) -> R {
-    match executor {
-        Executor::MultiThread(pool) => {
-            pool.install(|| multithread_tract_scope(executor.clone(), f))
+/// tract's executor for one model, and whose turn it is to run on it.
+struct Pool {
+    executor: Executor,
+    /// Held while a run is on the pool: see [`Pool::run`].
+    turn: Mutex<()>,
+}
+
+impl Pool {
+    fn new(threads: Option<usize>) -> Self {
+        Self {
+            executor: executor(threads),
+            turn: Mutex::new(()),
         }
-        _ => multithread_tract_scope(executor.clone(), f),
+    }
+
+    /// Runs `f` with the pool as tract's executor, on one of the pool's own threads: the
+    /// calling thread waits while the pool's threads run the whole plan, so a serial operator
+    /// and a parallel one never compete with idle workers for the same cores (with the caller
+    /// running the plan itself, two threads on two cores ran a third slower than one).
+    ///
+    /// One run at a time: a pool thread waiting inside one run's parallel operator would
+    /// otherwise pick up a whole other run, nested on its stack, and tract's per-thread
+    /// scratch space is not made for that. Concurrent runs on one model take turns, each on
+    /// every core; with one thread there is no pool, and they run side by side.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.executor {
+            Executor::MultiThread(pool) => {
+                let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+                pool.install(|| multithread_tract_scope(self.executor.clone(), f))
+            }
+            _ => multithread_tract_scope(self.executor.clone(), f),
+        }
     }
 }
 
@@ -228,7 +250,7 @@ impl TractEngine {
             plan,
             idle: Mutex::default(),
             size,
-            executor: executor(threads),
+            pool: Pool::new(threads),
         })
     }
 
@@ -242,7 +264,9 @@ impl TractEngine {
                 .spawn()
                 .map_err(|e| backend_err("tract", None, e))?,
         };
-        let out = in_pool(&self.executor, || state.run(tvec!(x.into())))
+        let out = self
+            .pool
+            .run(|| state.run(tvec!(x.into())))
             .map_err(|e| backend_err("tract", None, e))?;
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(state);
@@ -296,19 +320,21 @@ pub fn profile_ops(
     let mut state = tract_onnx::tract_core::plan::SimpleState::new(plan)
         .map_err(|e| backend_err("tract", None, e))?;
     for run in 0..=runs {
-        in_pool(&engine.executor, || {
-            state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
-                let t = std::time::Instant::now();
-                let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-                if run > 0 {
-                    let e = totals.entry(node.op().name().to_string()).or_default();
-                    e.0.insert(node.id);
-                    e.1 += t.elapsed().as_secs_f64() * 1e3;
-                }
-                out
+        engine
+            .pool
+            .run(|| {
+                state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                    if run > 0 {
+                        let e = totals.entry(node.op().name().to_string()).or_default();
+                        e.0.insert(node.id);
+                        e.1 += t.elapsed().as_secs_f64() * 1e3;
+                    }
+                    out
+                })
             })
-        })
-        .map_err(|e| backend_err("tract", None, e))?;
+            .map_err(|e| backend_err("tract", None, e))?;
     }
     let mut v: Vec<(String, usize, f64)> = totals
         .into_iter()

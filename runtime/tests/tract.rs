@@ -1,6 +1,7 @@
-//! tract's prepared-model cache: written on the first open, read on the next, never stale
-//! (a changed model.onnx or a damaged file is prepared again), and never in the way (a
-//! directory that cannot be written to only leaves the model uncached).
+//! The tract backend: its prepared-model cache is written on the first open, read on the
+//! next, never stale (a changed model.onnx or a damaged file is prepared again), and never in
+//! the way (a directory that cannot be written to only leaves the model uncached); runs on
+//! one model from many threads at once agree.
 
 use std::path::{Path, PathBuf};
 
@@ -43,10 +44,14 @@ fn logits(dir: &Path, cache: &TractCache) -> Vec<f32> {
         ..Default::default()
     };
     let model = Model::open(dir, opts).unwrap();
-    let x: Vec<f32> = (0..3 * 32 * 32)
+    model.run(&input(1), 1).unwrap().logits.to_vec()
+}
+
+/// A fixed input of `batch` images.
+fn input(batch: usize) -> Vec<f32> {
+    (0..batch * 3 * 32 * 32)
         .map(|i| (i % 17) as f32 / 17.0 - 0.5)
-        .collect();
-    model.run(&x, 1).unwrap().logits.to_vec()
+        .collect()
 }
 
 fn cache_file(dir: &Path, cache: &TractCache) -> PathBuf {
@@ -152,4 +157,31 @@ fn a_cache_directory_of_ones_own_or_none_at_all() {
         logits(&dir, &TractCache::In(blocked.join("tract"))),
         expected
     );
+}
+
+#[test]
+fn runs_from_many_threads_on_one_model_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    model_dir(&dir, 10, 8);
+    for threads in [Some(1), Some(2), Some(3)] {
+        let opts = Options {
+            backend: Backend::Tract,
+            threads,
+            tract_cache: TractCache::Off,
+            ..Default::default()
+        };
+        let model = Model::open(&dir, opts).unwrap();
+        let x = input(3);
+        let expected = model.run(&x, 3).unwrap().logits;
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        assert_eq!(model.run(&x, 3).unwrap().logits, expected, "{threads:?}");
+                    }
+                });
+            }
+        });
+    }
 }
