@@ -12,7 +12,9 @@ use super::*;
 use crate::TractCache;
 
 mod depthwise;
+mod downsample;
 pub use depthwise::replace_depthwise;
+use downsample::replace_downsample;
 
 /// A model optimized by tract for one image.
 pub struct TractEngine {
@@ -106,11 +108,12 @@ fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
     })
 }
 
-/// The optimized model: the project's depthwise operator in, then tract's code generation
-/// (the model is decluttered already).
+/// The optimized model: the project's own operators in, then tract's code generation (the
+/// model is decluttered already).
 fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
     guarded(onnx, || {
         replace_depthwise(&mut model)
+            .and_then(|_| replace_downsample(&mut model))
             .and_then(|_| model.optimize())
             .map(|()| model)
             .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))

@@ -1,12 +1,13 @@
-//! NASNet's own depthwise convolution and average pooling for tract.
+//! NASNet's own depthwise convolution and pooling for tract.
 //!
 //! Half of a NASNet-A Mobile run on tract was spent in its 160 depthwise convolutions (3x3,
 //! 5x5 and 7x7, stride 1 or 2) and a tenth in its 3x3 average pools, which tract runs one
 //! channel at a time and leaves single-threaded on the small planes of the later cells. This
 //! op replaces tract's `Conv` wherever it is depthwise (as many groups as channels, f32,
-//! NCHW, constant weights) and tract's `SumPool` (an average pool is a depthwise convolution
-//! with a kernel of ones, divided by the taps that fall inside the image), before tract
-//! optimizes the model. Each channel becomes a few long vector loops:
+//! NCHW, constant weights), tract's `SumPool` (an average pool is a depthwise convolution
+//! with a kernel of ones, divided by the taps that fall inside the image) and tract's
+//! `MaxPool` (the same walk, with max for the sum), before tract optimizes the model. Each
+//! channel becomes a few long vector loops:
 //!
 //! - the zero-padded input plane is split into `stride x stride` phases (for stride 1, the
 //!   padded plane itself), each laid out with the output's row length plus the kernel's reach,
@@ -22,7 +23,7 @@ use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PoolSpec, SumPool};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec, SumPool};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// The shape of one depthwise convolution over one channel.
@@ -137,13 +138,18 @@ impl Geometry {
     }
 
     /// Lays the padded plane `x` out as `sh x sw` phases in `phases`: phase `(a, b)` holds
-    /// padded rows `a, a + sh, ...` and columns `b, b + sw, ...`.
+    /// padded rows `a, a + sh, ...` and columns `b, b + sw, ...`. `phases` is empty or was
+    /// filled by this geometry with the same `pad`.
     #[inline(always)]
-    fn fill_phases(&self, x: &[f32], relu: bool, phases: &mut Vec<f32>) {
+    fn fill_phases(&self, x: &[f32], relu: bool, pad: f32, phases: &mut Vec<f32>) {
         let (rows, q) = self.phase_dims();
         let len = self.phase_len();
-        phases.clear();
-        phases.resize(self.sh * self.sw * len, 0.0);
+        // The padding is written once per buffer: every channel of one op writes the same
+        // cells, and the rest stays `pad`.
+        if phases.len() != self.sh * self.sw * len {
+            phases.clear();
+            phases.resize(self.sh * self.sw * len, pad);
+        }
         for a in 0..self.sh {
             for b in 0..self.sw {
                 let phase = &mut phases[(a * self.sw + b) * len..][..len];
@@ -187,15 +193,18 @@ impl Geometry {
         k: &[f32],
         bias: f32,
         scale: Option<&[f32]>,
+        max: bool,
         out: &mut [f32],
         scratch: &mut Scratch,
     ) {
-        self.fill_phases(x, relu, &mut scratch.phases);
+        // A max pool pads with -inf, as tract and ONNX do.
+        let pad = if max { f32::NEG_INFINITY } else { 0.0 };
+        self.fill_phases(x, relu, pad, &mut scratch.phases);
         let (_, q) = self.phase_dims();
         let len = self.phase_len();
         let span = self.oh * q;
         scratch.acc.clear();
-        scratch.acc.resize(span, 0.0);
+        scratch.acc.resize(span, pad);
         let mut weights = [0.0f32; MAX_FUSED];
         for i in 0..self.kh {
             // The taps of kernel row `i` that read phase column `b` sit at consecutive
@@ -219,13 +228,14 @@ impl Geometry {
                     .step_by(MAX_FUSED)
                     .zip(taps.chunks(MAX_FUSED))
                 {
-                    weights[..chunk.len()].copy_from_slice(chunk);
                     let from = at + chunk_at;
-                    multiply_add_taps(
-                        &mut scratch.acc,
-                        &scratch.phases[from..from + span + chunk.len() - 1],
-                        &weights[..chunk.len()],
-                    );
+                    let x = &scratch.phases[from..from + span + chunk.len() - 1];
+                    if max {
+                        max_taps(&mut scratch.acc, x, chunk.len());
+                    } else {
+                        weights[..chunk.len()].copy_from_slice(chunk);
+                        multiply_add_taps(&mut scratch.acc, x, &weights[..chunk.len()]);
+                    }
                 }
             }
         }
@@ -271,6 +281,7 @@ fn run_channels(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mu
             &w.kernel[(c % kernels) * taps..][..taps],
             w.bias.map_or(0.0, |b| b[c]),
             w.scale,
+            op.max,
             out,
             &mut scratch,
         );
@@ -297,6 +308,34 @@ fn multiply_add_taps(acc: &mut [f32], x: &[f32], w: &[f32]) {
         6 => fused::<6>(acc, x, w),
         7 => fused::<7>(acc, x, w),
         _ => fused::<MAX_FUSED>(acc, x, w),
+    }
+}
+
+/// `acc[t] = max(acc[t], x[t], x[t + 1], ..., x[t + n - 1])` for every `t` of `acc`.
+#[inline(always)]
+fn max_taps(acc: &mut [f32], x: &[f32], n: usize) {
+    match n {
+        1 => maxed::<1>(acc, x),
+        2 => maxed::<2>(acc, x),
+        3 => maxed::<3>(acc, x),
+        4 => maxed::<4>(acc, x),
+        5 => maxed::<5>(acc, x),
+        6 => maxed::<6>(acc, x),
+        7 => maxed::<7>(acc, x),
+        _ => maxed::<MAX_FUSED>(acc, x),
+    }
+}
+
+/// [`max_taps`] for `N` taps.
+#[inline(always)]
+fn maxed<const N: usize>(acc: &mut [f32], x: &[f32]) {
+    let shifted: [&[f32]; N] = std::array::from_fn(|m| &x[m..m + acc.len()]);
+    for (t, a) in acc.iter_mut().enumerate() {
+        let mut v = *a;
+        for s in &shifted {
+            v = v.max(s[t]);
+        }
+        *a = v;
     }
 }
 
@@ -335,6 +374,8 @@ pub struct Depthwise {
     bias: Option<Arc<Tensor>>,
     /// `[oh * ow]`: what each output position is multiplied by (an average pool's divisor).
     scale: Option<Arc<Tensor>>,
+    /// A max pool: the largest of the taps (padding is -inf; no kernel, bias or scale).
+    max: bool,
     /// Whether the input goes through a ReLU first (the ReLU that starts each of NASNet's
     /// separable convolutions, taken in so its output is never written).
     relu: bool,
@@ -387,6 +428,7 @@ impl Depthwise {
             bias: Some(bias.into_arc_tensor()),
             scale: None,
             relu: false,
+            max: false,
         }))
     }
 
@@ -397,16 +439,7 @@ impl Depthwise {
         node: &TypedNode,
         pool: &SumPool,
     ) -> TractResult<Option<Self>> {
-        let input = model.outlet_fact(node.inputs[0])?;
-        let Some(&channels) = input
-            .shape
-            .as_concrete()
-            .and_then(|s| s.get(pool.pool_spec.data_format.has_n() as usize))
-        else {
-            return Ok(None);
-        };
-        let Some((geometry, batched)) = Self::geometry(model, node, &pool.pool_spec, channels)?
-        else {
+        let Some((geometry, batched)) = Self::pool_geometry(model, node, &pool.pool_spec)? else {
             return Ok(None);
         };
         let taps = geometry.kh * geometry.kw;
@@ -425,7 +458,50 @@ impl Depthwise {
             bias: None,
             scale: scale.map(Tensor::into_arc_tensor),
             relu: false,
+            max: false,
         }))
+    }
+
+    /// The op for `node` when it is tract's `MaxPool` without index outputs on f32 NCHW with
+    /// a concrete input shape; `None` otherwise.
+    fn from_max_pool(
+        model: &TypedModel,
+        node: &TypedNode,
+        pool: &MaxPool,
+    ) -> TractResult<Option<Self>> {
+        if pool.with_index_outputs.is_some() {
+            return Ok(None);
+        }
+        let Some((geometry, batched)) = Self::pool_geometry(model, node, &pool.pool_spec)? else {
+            return Ok(None);
+        };
+        let taps = geometry.kh * geometry.kw;
+        Ok(Some(Self {
+            geometry,
+            batched,
+            kernel: Tensor::from_shape(&[1, taps], &vec![1.0f32; taps])?.into_arc_tensor(),
+            bias: None,
+            scale: None,
+            relu: false,
+            max: true,
+        }))
+    }
+
+    /// The geometry of a pool, its channels read from its input.
+    fn pool_geometry(
+        model: &TypedModel,
+        node: &TypedNode,
+        spec: &PoolSpec,
+    ) -> TractResult<Option<(Geometry, bool)>> {
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(&channels) = input
+            .shape
+            .as_concrete()
+            .and_then(|s| s.get(spec.data_format.has_n() as usize))
+        else {
+            return Ok(None);
+        };
+        Self::geometry(model, node, spec, channels)
     }
 
     /// The geometry of `node` on its concrete f32 input, checked against its output shape.
@@ -458,10 +534,10 @@ impl Op for Depthwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let g = &self.geometry;
-        let what = if self.bias.is_some() {
-            "convolution"
-        } else {
-            "pool"
+        let what = match (self.max, self.bias.is_some()) {
+            (true, _) => "max pool",
+            (false, true) => "convolution",
+            (false, false) => "pool",
         };
         let relu = if self.relu { "ReLU then " } else { "" };
         Ok(vec![format!(
@@ -568,6 +644,8 @@ pub fn replace_depthwise(model: &mut TypedModel) -> TractResult<usize> {
             Depthwise::from_conv(model, node, conv)?
         } else if let Some(pool) = node.op_as::<SumPool>() {
             Depthwise::from_sum_pool(model, node, pool)?
+        } else if let Some(pool) = node.op_as::<MaxPool>() {
+            Depthwise::from_max_pool(model, node, pool)?
         } else {
             None
         };
@@ -793,6 +871,40 @@ mod tests {
             model.select_output_outlets(&y)?;
             let diff = compare(model, 200 + i as u64)?;
             assert!(diff < 1e-5, "{what}: differs from tract by {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn matches_tracts_max_pool() -> TractResult<()> {
+        for (i, (k, s, padding)) in [
+            (3, 2, PaddingSpec::SameUpper),
+            (3, 1, PaddingSpec::Explicit(tvec!(1, 1), tvec!(1, 1))),
+            (3, 2, PaddingSpec::Explicit(tvec!(0, 0), tvec!(1, 1))),
+            (2, 2, PaddingSpec::Valid),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let what = format!("pool {k} stride {s} padding {padding:?}");
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([1, 5, 13, 11]))?;
+            let pool = MaxPool {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec!(k, k),
+                    padding,
+                    dilations: None,
+                    strides: Some(tvec!(s, s)),
+                    input_channels: 5,
+                    output_channels: 5,
+                },
+                with_index_outputs: None,
+            };
+            let y = model.wire_node("pool", pool, &[x])?;
+            model.select_output_outlets(&y)?;
+            let diff = compare(model, 300 + i as u64)?;
+            assert!(diff == 0.0, "{what}: differs from tract by {diff}");
         }
         Ok(())
     }

@@ -1,0 +1,178 @@
+//! Strided subsampling of one axis, for tract.
+//!
+//! The second path of NASNet's factorized reductions keeps every other row and column of
+//! the cell's input (a 1x1 average pool of stride 2 after a one-pixel shift), which tract
+//! turns into `Downsample` nodes. tract computes those through a generic strided array copy,
+//! element by element; on NASNet-A Mobile its eight of them cost as much as all the other
+//! data movement together. This op copies whole contiguous runs instead.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::Downsample;
+
+/// `output[.., k, ..] = input[.., modulo + k * stride, ..]` along `axis`, for f32 tensors of
+/// a concrete shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subsample {
+    /// The input's shape.
+    shape: TVec<usize>,
+    axis: usize,
+    stride: usize,
+    modulo: usize,
+}
+
+impl Subsample {
+    /// The op for a node of tract's `Downsample` with a positive stride on a concrete f32
+    /// input; `None` otherwise.
+    fn from_downsample(
+        model: &TypedModel,
+        node: &TypedNode,
+        op: &Downsample,
+    ) -> TractResult<Option<Self>> {
+        let input = model.outlet_fact(node.inputs[0])?;
+        let Some(shape) = input.shape.as_concrete() else {
+            return Ok(None);
+        };
+        if input.datum_type != f32::datum_type()
+            || op.stride <= 0
+            || op.axis >= shape.len()
+            || op.modulo >= shape[op.axis]
+        {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            shape: shape.into(),
+            axis: op.axis,
+            stride: op.stride as usize,
+            modulo: op.modulo,
+        }))
+    }
+
+    fn output_shape(&self) -> TVec<usize> {
+        let mut s = self.shape.clone();
+        s[self.axis] = (self.shape[self.axis] - self.modulo).div_ceil(self.stride);
+        s
+    }
+}
+
+impl Op for Subsample {
+    fn name(&self) -> StaticName {
+        "NasnetSubsample".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "axis {} from {} by {}",
+            self.axis, self.modulo, self.stride
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Subsample {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let shape = self.output_shape();
+        let inner: usize = self.shape[self.axis + 1..].iter().product();
+        let len = self.shape[self.axis];
+        let kept = shape[self.axis];
+        let mut output = Tensor::zero::<f32>(&shape)?;
+        let mut view = output.try_as_plain_ram_mut()?;
+        let out = view.as_slice_mut::<f32>()?;
+        if inner == 0 || kept == 0 {
+            return Ok(tvec!(output.into_tvalue()));
+        }
+        for (src, dst) in x
+            .chunks_exact(len * inner)
+            .zip(out.chunks_exact_mut(kept * inner))
+        {
+            if inner == 1 {
+                for (d, s) in dst
+                    .iter_mut()
+                    .zip(src[self.modulo..].iter().step_by(self.stride))
+                {
+                    *d = *s;
+                }
+            } else {
+                for (k, d) in dst.chunks_exact_mut(inner).enumerate() {
+                    let from = (self.modulo + k * self.stride) * inner;
+                    d.copy_from_slice(&src[from..from + inner]);
+                }
+            }
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for Subsample {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].shape.as_concrete() == Some(&self.shape[..]));
+        Ok(tvec!(f32::fact(self.output_shape())))
+    }
+
+    as_op!();
+}
+
+/// Replaces every `Downsample` of a decluttered model that [`Subsample`] computes, and
+/// returns how many it replaced.
+pub fn replace_downsample(model: &mut TypedModel) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let Some(op) = node.op_as::<Downsample>() else {
+            continue;
+        };
+        let Some(op) = Subsample::from_downsample(model, node, op)? else {
+            continue;
+        };
+        let patch = TypedModelPatch::replace_single_op(model, node, &[node.inputs[0]], op)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok(replaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_tracts_downsample() -> TractResult<()> {
+        let shape = [1usize, 3, 9, 8];
+        let x: Vec<f32> = (0..shape.iter().product()).map(|i| i as f32).collect();
+        let x = Tensor::from_shape(&shape, &x)?;
+        for (axis, stride, modulo) in [(3, 2, 0), (3, 2, 1), (2, 2, 1), (2, 3, 0), (1, 2, 1)] {
+            let mut model = TypedModel::default();
+            let s = model.add_source("x", f32::fact(shape))?;
+            let op = Downsample {
+                axis,
+                stride,
+                modulo,
+            };
+            let y = model.wire_node("down", op, &[s])?;
+            model.select_output_outlets(&y)?;
+            let theirs = model
+                .clone()
+                .into_runnable()?
+                .run(tvec!(x.clone().into()))?;
+            assert_eq!(replace_downsample(&mut model)?, 1);
+            let ours = model.into_runnable()?.run(tvec!(x.clone().into()))?;
+            assert_eq!(
+                theirs[0].shape(),
+                ours[0].shape(),
+                "axis {axis} by {stride}"
+            );
+            assert_eq!(
+                theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
+                ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
+                "axis {axis} by {stride} from {modulo}"
+            );
+        }
+        Ok(())
+    }
+}
