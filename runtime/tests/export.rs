@@ -164,6 +164,22 @@ fn exported_graph_structure() {
             .all(|k| !k.contains("BatchNorm") && !k.contains("Mul+Add")),
         "a batch norm survived: {tract_ops:?}"
     );
+    // Every depthwise convolution and pool, and every subsampling, is the project's own.
+    for theirs in ["DepthWiseConv", "OptSumPool", "OptMaxPool", "Downsample"] {
+        assert!(
+            !tract_ops.contains_key(theirs),
+            "tract's {theirs} is left: {tract_ops:?}"
+        );
+    }
+    // (tract merges identical pools on one input, so the pools are not counted one by one.)
+    let depthwise = graph.node.iter().filter(|n| {
+        n.op_type == "Conv" && n.attribute.iter().any(|a| a.name == "group" && a.i > 1)
+    });
+    let ours = tract_ops.get("NasnetDepthwise").copied().unwrap_or(0);
+    assert!(
+        ours > depthwise.count(),
+        "one of the project's operators per depthwise convolution, and the pools: {tract_ops:?}"
+    );
     // Average pools encode the border rule; stride-2 ones follow the configured rule.
     let mut saw_stride2 = false;
     for n in graph.node.iter().filter(|n| n.op_type == "AveragePool") {

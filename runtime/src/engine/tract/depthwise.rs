@@ -181,22 +181,16 @@ impl Geometry {
         }
     }
 
-    /// One channel: `x` is its input plane (through a ReLU if `relu`), `k` its `kh x kw`
-    /// kernel, `out` its output plane; each output is `sum * scale + bias`, with `scale` per
-    /// output position (or one).
-    #[allow(clippy::too_many_arguments)]
+    /// One channel: `x` is its input plane, `out` its output plane.
     #[inline(always)]
-    fn channel(
-        &self,
-        x: &[f32],
-        relu: bool,
-        k: &[f32],
-        bias: f32,
-        scale: Option<&[f32]>,
-        max: bool,
-        out: &mut [f32],
-        scratch: &mut Scratch,
-    ) {
+    fn channel(&self, x: &[f32], ch: &Channel, out: &mut [f32], scratch: &mut Scratch) {
+        let Channel {
+            kernel: k,
+            bias,
+            scale,
+            relu,
+            max,
+        } = *ch;
         // A max pool pads with -inf, as tract and ONNX do.
         let pad = if max { f32::NEG_INFINITY } else { 0.0 };
         self.fill_phases(x, relu, pad, &mut scratch.phases);
@@ -275,17 +269,27 @@ fn run_channels(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mu
     for (i, out) in chunk.chunks_exact_mut(plane).enumerate() {
         let p = first + i;
         let c = p % g.channels;
-        g.channel(
-            &x[p * in_plane..][..in_plane],
-            op.relu,
-            &w.kernel[(c % kernels) * taps..][..taps],
-            w.bias.map_or(0.0, |b| b[c]),
-            w.scale,
-            op.max,
-            out,
-            &mut scratch,
-        );
+        let ch = Channel {
+            kernel: &w.kernel[(c % kernels) * taps..][..taps],
+            bias: w.bias.map_or(0.0, |b| b[c]),
+            scale: w.scale,
+            relu: op.relu,
+            max: op.max,
+        };
+        g.channel(&x[p * in_plane..][..in_plane], &ch, out, &mut scratch);
     }
+}
+
+/// What one channel is computed with: each output is the sum of the taps times `kernel`
+/// (`kh x kw`), times `scale` (per output position) if any, plus `bias`; or, for a max pool,
+/// the largest tap. `relu`: the input goes through a ReLU first.
+#[derive(Clone, Copy)]
+struct Channel<'a> {
+    kernel: &'a [f32],
+    bias: f32,
+    scale: Option<&'a [f32]>,
+    relu: bool,
+    max: bool,
 }
 
 /// The op's constants as slices.
