@@ -1,36 +1,14 @@
 //! ONNX export: the exported graph, run by tract and by ONNX Runtime, gives the Candle
 //! network's answer; and its structure is what the runtimes optimize well.
 
-use std::path::Path;
-
-use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
 use nasnet_core::{NetworkConfig, PoolingRule, Preset};
-use nasnet_model::NasNet;
 use nasnet_model::init::{synthetic_input, synthetic_network_with};
 use nasnet_model::onnx;
 use nasnet_runtime::{Backend, Model, Options};
 use nasnet_testsupport::{assert_conforms, assert_features_conform, reference};
 
-/// Writes a model directory holding only what the runtimes read: model.json and model.onnx.
-fn model_dir(dir: &Path, net: &NasNet) {
-    std::fs::create_dir_all(dir).unwrap();
-    onnx::write_onnx(net, &dir.join(meta::ONNX_FILE)).unwrap();
-    let c = &net.config;
-    let m = ModelMeta {
-        format_version: meta::FORMAT_VERSION,
-        name: "test".into(),
-        architecture: c.clone(),
-        preprocessing: Preprocessing::cadene(c.image_size),
-        labels: meta::default_labels(c.num_classes),
-        provenance: None,
-        training: None,
-        weights: FileDigest {
-            file: meta::WEIGHTS_FILE.into(),
-            sha256: String::new(),
-        },
-    };
-    std::fs::write(dir.join(meta::META_FILE), m.to_json()).unwrap();
-}
+mod common;
+use common::model_dir;
 
 /// ONNX Runtime is found where the set-up installs it; tests that need it say so when it is
 /// missing instead of failing, unless NASNET_REQUIRE_ORT is set (as in CI).

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use nasnet_core::Preset;
-use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
+use nasnet_core::meta;
 use nasnet_model::init::synthetic_network;
-use nasnet_model::onnx;
 use nasnet_runtime::{Backend, Model, Options, TractCache, tract_cache_file};
+
+mod common;
 
 /// A small CIFAR-sized model directory with `classes` classes and `filters` filters.
 fn model_dir(dir: &Path, classes: usize, filters: usize) {
@@ -17,23 +18,7 @@ fn model_dir(dir: &Path, classes: usize, filters: usize) {
     c.cells = 1;
     c.filters = filters;
     c.num_classes = classes;
-    let net = synthetic_network(&c).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    onnx::write_onnx(&net, &dir.join(meta::ONNX_FILE)).unwrap();
-    let m = ModelMeta {
-        format_version: meta::FORMAT_VERSION,
-        name: "test".into(),
-        architecture: c.clone(),
-        preprocessing: Preprocessing::cadene(c.image_size),
-        labels: meta::default_labels(c.num_classes),
-        provenance: None,
-        training: None,
-        weights: FileDigest {
-            file: meta::WEIGHTS_FILE.into(),
-            sha256: String::new(),
-        },
-    };
-    std::fs::write(dir.join(meta::META_FILE), m.to_json()).unwrap();
+    common::model_dir(dir, &synthetic_network(&c).unwrap());
 }
 
 /// The logits of the model in `dir` opened on tract with `cache`, on a fixed input.

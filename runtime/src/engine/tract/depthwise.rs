@@ -17,7 +17,10 @@
 //!   at run time by `multiversion`, plain SSE2 or scalar code elsewhere), then the valid
 //!   columns are copied out with the bias or the pooling divisor;
 //! - channels are split across tract's executor (the model's thread pool) by the amount of
-//!   work, not by plane size, so the small late planes run on every core too.
+//!   work, not by plane size, so the small late planes run on every core too;
+//! - on the 7x7 planes of the last cells, where a channel's loops are too short to pay for
+//!   their set-up, eight channels go through at once, interleaved, one per vector lane (the
+//!   same sums in the same order, so the same bits).
 
 use tract_linalg::multithread::par_chunks_mut;
 use tract_onnx::prelude::*;
@@ -51,6 +54,12 @@ struct Geometry {
 /// The largest kernel side the fused tap loops are unrolled for; wider kernels run a tap at
 /// a time.
 const MAX_FUSED: usize = 8;
+
+/// Channels computed together on small planes: the lanes of one 256-bit vector.
+const LANES: usize = 8;
+
+/// Output planes up to this size (7x7) run `LANES` channels at a time.
+const SMALL_PLANE: usize = 64;
 
 impl Geometry {
     /// The geometry of a pool spec on a concrete input shape, with whether the input has a
@@ -142,7 +151,6 @@ impl Geometry {
     /// filled by this geometry with the same `pad`.
     #[inline(always)]
     fn fill_phases(&self, x: &[f32], relu: bool, pad: f32, phases: &mut Vec<f32>) {
-        let (rows, q) = self.phase_dims();
         let len = self.phase_len();
         // The padding is written once per buffer: every channel of one op writes the same
         // cells, and the rest stays `pad`.
@@ -150,9 +158,25 @@ impl Geometry {
             phases.clear();
             phases.resize(self.sh * self.sw * len, pad);
         }
+        self.phase_rows(|at, from, n| {
+            let dst = &mut phases[at..at + n];
+            let src = x[from..].iter().step_by(self.sw);
+            match (self.sw, relu) {
+                (1, false) => dst.copy_from_slice(&x[from..from + n]),
+                (_, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
+                (_, true) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0)),
+            }
+        });
+    }
+
+    /// The runs of phase cells that hold input pixels: `f(at, from, n)` for each, where cell
+    /// `at + k` of the phases holds input element `from + k * sw` of a plane, `k < n`.
+    #[inline(always)]
+    fn phase_rows(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (rows, q) = self.phase_dims();
+        let len = self.phase_len();
         for a in 0..self.sh {
             for b in 0..self.sw {
-                let phase = &mut phases[(a * self.sw + b) * len..][..len];
                 // The phase's columns that fall inside the input: `c * sw + b - left` in
                 // `0..w`.
                 let first = self.left.saturating_sub(b).div_ceil(self.sw);
@@ -167,15 +191,12 @@ impl Geometry {
                     if y >= self.h || first >= end {
                         break;
                     }
-                    let src = &x[y * self.w..][..self.w];
-                    let dst = &mut phase[r * q + first..r * q + end];
-                    let from = first * self.sw + b - self.left;
-                    let src = src[from..].iter().step_by(self.sw);
-                    match (self.sw, relu) {
-                        (1, false) => dst.copy_from_slice(&x[y * self.w + from..][..dst.len()]),
-                        (_, false) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s),
-                        (_, true) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0)),
-                    }
+                    let at = (a * self.sw + b) * len + r * q + first;
+                    f(
+                        at,
+                        y * self.w + first * self.sw + b - self.left,
+                        end - first,
+                    );
                 }
             }
         }
@@ -251,6 +272,86 @@ impl Geometry {
             }
         }
     }
+    /// Whether [`Geometry::block`] runs this geometry: small output planes (the late cells'
+    /// 14x14 and 7x7, where the per-channel walk's fixed costs outweigh its short loops) and
+    /// whole blocks of channels.
+    fn blocked(&self) -> bool {
+        self.oh * self.ow <= SMALL_PLANE && self.channels.is_multiple_of(LANES)
+    }
+
+    /// `LANES` channels at once, one per lane of a vector: `x` holds their input planes one
+    /// after another, `out` their output planes, `ch` their parameters. The phases hold the
+    /// channels interleaved, so each tap of each output is one vector multiply-add; each
+    /// output sums its taps in the order [`Geometry::channel`] does, so both paths give the
+    /// same result to the bit.
+    #[inline(always)]
+    fn block(&self, x: &[f32], ch: &[Channel; LANES], out: &mut [f32], scratch: &mut Scratch) {
+        let (relu, max) = (ch[0].relu, ch[0].max);
+        let pad = if max { f32::NEG_INFINITY } else { 0.0 };
+        let (_, q) = self.phase_dims();
+        let len = self.phase_len();
+        let (in_plane, plane) = (self.h * self.w, self.oh * self.ow);
+        // The phases, interleaved; the padding is written once per buffer (see fill_phases).
+        let total = self.sh * self.sw * len * LANES;
+        if scratch.phases.len() != total {
+            scratch.phases.clear();
+            scratch.phases.resize(total, pad);
+        }
+        for (lane, x) in x.chunks_exact(in_plane).take(LANES).enumerate() {
+            let phases = &mut scratch.phases;
+            self.phase_rows(|at, from, n| {
+                for (k, v) in x[from..].iter().step_by(self.sw).take(n).enumerate() {
+                    phases[(at + k) * LANES + lane] = if relu { v.max(0.0) } else { *v };
+                }
+            });
+        }
+        // The taps in `channel`'s order (kernel row, phase column, column): where each reads
+        // in the phases, relative to the output's position, and its weight per lane.
+        scratch.taps.clear();
+        scratch.weights.clear();
+        for i in 0..self.kh {
+            for b in 0..self.sw.min(self.kw) {
+                for j in (b..self.kw).step_by(self.sw) {
+                    let phase = (i % self.sh) * self.sw + b;
+                    scratch
+                        .taps
+                        .push(phase * len + (i / self.sh) * q + j / self.sw);
+                    scratch
+                        .weights
+                        .push(std::array::from_fn(|l| ch[l].kernel[i * self.kw + j]));
+                }
+            }
+        }
+        let (phases, _) = scratch.phases.as_chunks::<LANES>();
+        for y in 0..self.oh {
+            for xo in 0..self.ow {
+                let at = y * q + xo;
+                let mut acc = [pad; LANES];
+                if max {
+                    for &t in &scratch.taps {
+                        let v = &phases[t + at];
+                        for l in 0..LANES {
+                            acc[l] = acc[l].max(v[l]);
+                        }
+                    }
+                } else {
+                    for (&t, w) in scratch.taps.iter().zip(&scratch.weights) {
+                        let v = &phases[t + at];
+                        for l in 0..LANES {
+                            acc[l] += w[l] * v[l];
+                        }
+                    }
+                }
+                let o = y * self.ow + xo;
+                for (l, a) in acc.iter().enumerate() {
+                    out[l * plane + o] = match ch[l].scale {
+                        Some(s) => a * s[o] + ch[l].bias,
+                        None => a + ch[l].bias,
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// The channels `first..` of one chunk of the output: compiled for the widest vector unit
@@ -269,14 +370,35 @@ fn run_channels(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mu
     for (i, out) in chunk.chunks_exact_mut(plane).enumerate() {
         let p = first + i;
         let c = p % g.channels;
-        let ch = Channel {
-            kernel: &w.kernel[(c % kernels) * taps..][..taps],
-            bias: w.bias.map_or(0.0, |b| b[c]),
-            scale: w.scale,
-            relu: op.relu,
-            max: op.max,
-        };
+        let ch = w.channel(op, c, kernels, taps);
         g.channel(&x[p * in_plane..][..in_plane], &ch, out, &mut scratch);
+    }
+}
+
+/// The blocks of `LANES` channels `first..` of one chunk of the output (see
+/// [`Geometry::block`]), compiled as [`run_channels`] is.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "x86_64+avx",
+    "aarch64+neon"
+))]
+fn run_blocks(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mut [f32]) {
+    let g = &op.geometry;
+    let (in_plane, plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let kernels = w.kernel.len() / taps;
+    let mut scratch = Scratch::default();
+    for (i, out) in chunk.chunks_exact_mut(LANES * plane).enumerate() {
+        // Blocks never straddle two images: the channels are a multiple of LANES.
+        let p = (first + i) * LANES;
+        let c = p % g.channels;
+        let ch: [Channel; LANES] = std::array::from_fn(|l| w.channel(op, c + l, kernels, taps));
+        g.block(
+            &x[p * in_plane..][..LANES * in_plane],
+            &ch,
+            out,
+            &mut scratch,
+        );
     }
 }
 
@@ -297,6 +419,20 @@ struct Weights<'a> {
     kernel: &'a [f32],
     bias: Option<&'a [f32]>,
     scale: Option<&'a [f32]>,
+}
+
+impl<'a> Weights<'a> {
+    /// Channel `c`'s parameters (`kernels` kernels of `taps` taps).
+    #[inline(always)]
+    fn channel(&self, op: &Depthwise, c: usize, kernels: usize, taps: usize) -> Channel<'a> {
+        Channel {
+            kernel: &self.kernel[(c % kernels) * taps..][..taps],
+            bias: self.bias.map_or(0.0, |b| b[c]),
+            scale: self.scale,
+            relu: op.relu,
+            max: op.max,
+        }
+    }
 }
 
 /// `acc[t] += w[0] * x[t] + w[1] * x[t + 1] + ...` for every `t` of `acc`: the taps of one
@@ -358,11 +494,14 @@ fn fused<const N: usize>(acc: &mut [f32], x: &[f32], w: &[f32]) {
     }
 }
 
-/// Per-thread buffers: the phases of one input plane and one accumulated output plane.
+/// Per-thread buffers: the phases of one input plane (or of a block's, interleaved), one
+/// accumulated output plane, and a block's taps and weights.
 #[derive(Default)]
 struct Scratch {
     phases: Vec<f32>,
     acc: Vec<f32>,
+    taps: Vec<usize>,
+    weights: Vec<[f32; LANES]>,
 }
 
 /// A depthwise convolution with constant weights, or an average pool (see the module's
@@ -582,15 +721,19 @@ impl EvalOp for Depthwise {
             Tensor::zero::<f32>(&g.output_shape(self.batched.then_some(planes / g.channels)))?;
         if plane > 0 && in_plane > 0 {
             let mut view = output.try_as_plain_ram_mut()?;
-            par_chunks_mut(
-                view.as_slice_mut::<f32>()?,
-                plane,
-                planes * plane * taps,
-                |first, chunk| {
+            let out = view.as_slice_mut::<f32>()?;
+            let work = planes * plane * taps;
+            if g.blocked() {
+                par_chunks_mut(out, LANES * plane, work, |first, chunk| {
+                    run_blocks(self, x, &weights, first, chunk);
+                    Ok(())
+                })?;
+            } else {
+                par_chunks_mut(out, plane, work, |first, chunk| {
                     run_channels(self, x, &weights, first, chunk);
                     Ok(())
-                },
-            )?;
+                })?;
+            }
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -767,6 +910,9 @@ mod tests {
         let cases = [
             // (batch, channels, input, kernel, stride, padding)
             (1, 8, (14, 14), (3, 3), 1, explicit(1)),
+            // Small planes of whole blocks of channels: the blocked path.
+            (1, 16, (7, 7), (3, 3), 1, explicit(1)),
+            (2, 8, (13, 13), (7, 7), 2, explicit(3)),
             (2, 5, (9, 11), (5, 5), 1, explicit(2)),
             (1, 4, (7, 7), (7, 7), 1, explicit(3)),
             (1, 6, (15, 15), (5, 5), 2, explicit(2)),
@@ -830,6 +976,64 @@ mod tests {
     }
 
     #[test]
+    fn the_channel_blocks_give_the_per_channel_bits() {
+        let explicit = |p: usize| (p, p);
+        for (i, (hw, k, s, pad, relu, max, scaled)) in [
+            ((7, 7), 3, 1, explicit(1), true, false, false),
+            ((7, 7), 5, 1, explicit(2), true, false, false),
+            ((8, 6), 3, 1, explicit(1), false, true, false),
+            ((14, 13), 7, 2, explicit(3), false, false, false),
+            ((7, 7), 3, 1, explicit(1), false, false, true),
+            ((9, 9), 3, 2, (0, 0), false, true, false),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (oh, ow) = (
+                (hw.0 + 2 * pad.0 - k) / s + 1,
+                (hw.1 + 2 * pad.1 - k) / s + 1,
+            );
+            let g = Geometry {
+                channels: LANES,
+                h: hw.0,
+                w: hw.1,
+                kh: k,
+                kw: k,
+                sh: s,
+                sw: s,
+                top: pad.0,
+                left: pad.1,
+                oh,
+                ow,
+            };
+            assert!(g.blocked());
+            let x: Vec<f32> = noise(LANES * hw.0 * hw.1, i as u64)
+                .into_iter()
+                .map(|v| v * 4.0)
+                .collect();
+            let kernel = noise(LANES * k * k, 50 + i as u64);
+            let bias = noise(LANES, 60 + i as u64);
+            let scale = noise(oh * ow, 70 + i as u64);
+            let ch: [Channel; LANES] = std::array::from_fn(|l| Channel {
+                kernel: &kernel[l * k * k..][..k * k],
+                bias: bias[l],
+                scale: scaled.then_some(&scale[..]),
+                relu,
+                max,
+            });
+            let (plane, in_plane) = (oh * ow, hw.0 * hw.1);
+            let mut one = vec![0.0; LANES * plane];
+            let mut scratch = Scratch::default();
+            for (l, out) in one.chunks_exact_mut(plane).enumerate() {
+                g.channel(&x[l * in_plane..][..in_plane], &ch[l], out, &mut scratch);
+            }
+            let mut blocked = vec![0.0; LANES * plane];
+            g.block(&x, &ch, &mut blocked, &mut Scratch::default());
+            assert_eq!(one, blocked, "case {i}");
+        }
+    }
+
+    #[test]
     fn matches_tracts_average_and_sum_pools() -> TractResult<()> {
         let cases = [
             // (channels, input, kernel, stride, padding, count the padding, normalize)
@@ -853,6 +1057,8 @@ mod tests {
             ),
             (4, (9, 12), 3, 2, PaddingSpec::SameUpper, true, true),
             (3, (8, 8), 3, 1, PaddingSpec::Valid, false, false),
+            // Whole blocks of channels on a small plane: the blocked path.
+            (16, (7, 7), 3, 1, PaddingSpec::SameUpper, false, true),
         ];
         for (i, (c, hw, k, s, padding, include, normalize)) in cases.into_iter().enumerate() {
             let what = format!("{c}x{hw:?} pool {k} stride {s} padding {padding:?}");
