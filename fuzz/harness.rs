@@ -52,16 +52,18 @@ pub fn preprocess(data: &[u8]) {
 /// `runtime::Model::open` with tract on a mutated `model.onnx` beside `model`'s `model.json`,
 /// and a run when it opens.
 pub fn model_open(data: &[u8], model: &Path, scratch: &Path) {
-    use nasnet_runtime::{Backend, Model, Options};
+    use nasnet_runtime::{Backend, Model, Options, TractCache};
     let json = model.join("model.json");
     if std::fs::copy(&json, scratch.join("model.json")).is_err()
         || std::fs::write(scratch.join("model.onnx"), data).is_err()
     {
         return;
     }
+    // The ONNX file is what is under test: no prepared-model file written for each input.
     let opts = Options {
         backend: Backend::Tract,
         threads: Some(1),
+        tract_cache: TractCache::Off,
         ..Default::default()
     };
     if let Ok(m) = Model::open(scratch, opts) {
