@@ -127,6 +127,13 @@ static int check_errors(const char *dir, const char *image) {
     if (m != NULL || !strstr(nasnet_last_error(), "/nonexistent/libonnxruntime.so")) return 1;
     EXPECT(nasnet_options_set_backend(o, NASNET_BACKEND_TRACT), NASNET_STATUS_OK);
     EXPECT(nasnet_options_set_ort_library(o, NULL), NASNET_STATUS_OK);
+    EXPECT(nasnet_options_set_tract_cache(o, 42, NULL), NASNET_STATUS_INVALID_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "tract cache mode 42")) return 1;
+    EXPECT(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_DIR, NULL), NASNET_STATUS_NULL_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "needs a directory")) return 1;
+    EXPECT(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_OFF, "/tmp"), NASNET_STATUS_INVALID_ARGUMENT);
+    if (!strstr(nasnet_last_error(), "takes no directory")) return 1;
+    EXPECT(nasnet_options_set_tract_cache(o, NASNET_TRACT_CACHE_OFF, NULL), NASNET_STATUS_OK);
     EXPECT(nasnet_model_open(dir, o, &m), NASNET_STATUS_OK);
     EXPECT(nasnet_model_close(&m), NASNET_STATUS_OK);
     nasnet_options_free(o);

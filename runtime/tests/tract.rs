@@ -170,3 +170,19 @@ fn runs_from_many_threads_on_one_model_agree() {
         });
     }
 }
+
+#[test]
+fn the_cache_names_an_unreadable_model_and_off_reads_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("gone").join(meta::ONNX_FILE);
+    let e = tract_cache_file(&missing, 32, &TractCache::BesideModel).unwrap_err();
+    assert!(
+        e.to_string().contains(&missing.display().to_string()),
+        "the error names the file: {e}"
+    );
+    assert_eq!(
+        tract_cache_file(&missing, 32, &TractCache::Off).unwrap(),
+        None,
+        "with the cache off, model.onnx is not read"
+    );
+}

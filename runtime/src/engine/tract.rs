@@ -13,8 +13,28 @@ use crate::TractCache;
 
 mod depthwise;
 mod downsample;
-pub use depthwise::replace_depthwise;
-use downsample::replace_downsample;
+
+/// A node's replacement: the project's operator and the outlet it reads.
+type Replacement = (Box<dyn TypedOp>, OutletId);
+
+/// Replaces, in a decluttered model, every node for which `replacement` gives one, and
+/// returns how many it replaced.
+fn replace_ops(
+    model: &mut TypedModel,
+    replacement: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<Replacement>>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let Some((op, input)) = replacement(model, node)? else {
+            continue;
+        };
+        TypedModelPatch::replace_single_op(model, node, &[input], op)?.apply(model)?;
+        replaced += 1;
+    }
+    model.compact()?;
+    Ok(replaced)
+}
 
 /// A model optimized by tract for one image.
 pub struct TractEngine {
@@ -112,11 +132,15 @@ fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
 /// model is decluttered already).
 fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
     guarded(onnx, || {
-        replace_depthwise(&mut model)
-            .and_then(|_| replace_downsample(&mut model))
-            .and_then(|_| model.optimize())
-            .map(|()| model)
-            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+        replace_ops(&mut model, |model, node| {
+            Ok(match depthwise::replacement(model, node)? {
+                Some(r) => Some(r),
+                None => downsample::replacement(model, node)?,
+            })
+        })
+        .and_then(|_| model.optimize())
+        .map(|()| model)
+        .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
     })
 }
 
@@ -128,19 +152,38 @@ const TRACT_VERSION: &str = "0.23.9";
 const CACHE_FORMAT: u32 = 1;
 
 /// Where the prepared model of `onnx` for images of `size` pixels lives in `cache` (`None`
-/// when the cache is off). Reads the file to hash it.
+/// when the cache is off). Reads the file to hash it, unless the cache is off.
 pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<Option<PathBuf>> {
+    if *cache == TractCache::Off {
+        return Ok(None);
+    }
     let sha = nasnet_core::fsutil::sha256_file(onnx)
         .map_err(|e| Error::backend("tract", e.to_string(), e))?;
     let key = format!(
         "tract-{}-{size}px-tract{TRACT_VERSION}-v{CACHE_FORMAT}.nnef.tar",
         &sha[..32]
     );
-    Ok(match cache {
-        TractCache::BesideModel => Some(nasnet_core::fsutil::hidden_sibling(onnx, &key)),
-        TractCache::In(dir) => Some(dir.join(key)),
-        TractCache::Off => None,
-    })
+    Ok(Some(match cache {
+        TractCache::In(dir) => dir.join(key),
+        _ => nasnet_core::fsutil::hidden_sibling(onnx, &key),
+    }))
+}
+
+/// A model from NNEF bytes, as tract writes them.
+fn nnef_model(bytes: Vec<u8>) -> TractResult<TypedModel> {
+    let nnef = tract_nnef::nnef();
+    let proto = nnef.proto_model_for_read(&mut std::io::Cursor::new(bytes))?;
+    nnef.model_for_proto_model(&proto)
+}
+
+/// The tract version that wrote an NNEF model.
+fn nnef_written_by(model: &TypedModel) -> Option<String> {
+    let v = model.properties.get("tract_nnef_ser_version")?;
+    v.try_as_plain_ram()
+        .ok()?
+        .to_scalar::<String>()
+        .ok()
+        .cloned()
 }
 
 /// The decluttered model from a cache file, if it holds one for an image of `size` pixels
@@ -148,27 +191,12 @@ pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<
 fn load_prepared(path: &Path, size: usize) -> Option<TypedModel> {
     // The whole file at once: tract reads a file through small reads.
     let bytes = std::fs::read(path).ok()?;
-    let model = std::panic::catch_unwind(|| {
-        let nnef = tract_nnef::nnef();
-        let proto = nnef
-            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
-            .ok()?;
-        nnef.model_for_proto_model(&proto).ok()
+    let model = guarded(path, || {
+        nnef_model(bytes).map_err(|e| backend_err("tract", None, e))
     })
-    .ok()
-    .flatten()?;
-    let version = model
-        .properties
-        .get("tract_nnef_ser_version")
-        .and_then(|v| {
-            v.try_as_plain_ram()
-                .ok()?
-                .to_scalar::<String>()
-                .ok()
-                .cloned()
-        });
+    .ok()?;
     let input = model.input_outlets().ok()?.first().copied()?;
-    let fits = version.as_deref() == Some(TRACT_VERSION)
+    let fits = nnef_written_by(&model).as_deref() == Some(TRACT_VERSION)
         && model.output_outlets().ok()?.len() == 2
         && model.outlet_fact(input).ok()?.shape.as_concrete() == Some(&[1, 3, size, size][..]);
     fits.then_some(model)
@@ -280,12 +308,8 @@ impl TractEngine {
     pub(crate) fn run(&self, input: &[f32], batch: usize) -> Result<RawOutputs> {
         let s = self.size;
         let image = 3 * s * s;
-        if input.len() != batch * image {
-            return Err(backend_msg(
-                "tract",
-                "the input is not a whole batch of images",
-            ));
-        }
+        // `Model::run_sized` checked the length.
+        debug_assert_eq!(input.len(), batch * image);
         let mut raw = RawOutputs {
             logits: Vec::new(),
             features: Vec::new(),
@@ -356,16 +380,10 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, 3, 4, 4]))?;
         model.select_output_outlets(&[x])?;
-        let nnef = tract_nnef::nnef();
-        let tar = nnef.write_to_tar(&model, Vec::new())?;
-        let proto = nnef.proto_model_for_read(&mut std::io::Cursor::new(tar))?;
-        let read = nnef.model_for_proto_model(&proto)?;
-        let written_by = read.properties["tract_nnef_ser_version"]
-            .try_as_plain_ram()?
-            .to_scalar::<String>()?
-            .clone();
+        let tar = tract_nnef::nnef().write_to_tar(&model, Vec::new())?;
         assert_eq!(
-            written_by, TRACT_VERSION,
+            nnef_written_by(&nnef_model(tar)?).as_deref(),
+            Some(TRACT_VERSION),
             "TRACT_VERSION must follow the tract in Cargo.lock"
         );
         Ok(())

@@ -202,6 +202,34 @@ impl Geometry {
         }
     }
 
+    /// The kernel's taps in the order every path sums them (kernel row, then phase column,
+    /// then column), in runs of at most `MAX_FUSED` that read consecutive cells of one phase:
+    /// `f(at, taps)`, where tap `taps[m]` (an index into the `kh x kw` kernel) reads phase
+    /// cell `at + m`, counted from the output position's cell.
+    #[inline(always)]
+    fn tap_runs(&self, mut f: impl FnMut(usize, &[usize])) {
+        let (_, q) = self.phase_dims();
+        let len = self.phase_len();
+        for i in 0..self.kh {
+            for b in 0..self.sw.min(self.kw) {
+                let at = ((i % self.sh) * self.sw + b) * len + (i / self.sh) * q;
+                let mut run = [0usize; MAX_FUSED];
+                let (mut n, mut start) = (0, 0);
+                for (m, j) in (b..self.kw).step_by(self.sw).enumerate() {
+                    run[n] = i * self.kw + j;
+                    n += 1;
+                    if n == MAX_FUSED {
+                        f(at + start, &run[..n]);
+                        (n, start) = (0, m + 1);
+                    }
+                }
+                if n > 0 {
+                    f(at + start, &run[..n]);
+                }
+            }
+        }
+    }
+
     /// One channel: `x` is its input plane, `out` its output plane.
     #[inline(always)]
     fn channel(&self, x: &[f32], ch: &Channel, out: &mut [f32], scratch: &mut Scratch) {
@@ -216,44 +244,20 @@ impl Geometry {
         let pad = if max { f32::NEG_INFINITY } else { 0.0 };
         self.fill_phases(x, relu, pad, &mut scratch.phases);
         let (_, q) = self.phase_dims();
-        let len = self.phase_len();
         let span = self.oh * q;
         scratch.acc.clear();
         scratch.acc.resize(span, pad);
-        let mut weights = [0.0f32; MAX_FUSED];
-        for i in 0..self.kh {
-            // The taps of kernel row `i` that read phase column `b` sit at consecutive
-            // offsets of that phase: one fused pass each.
-            for b in 0..self.sw.min(self.kw) {
-                let phase = (i % self.sh) * self.sw + b;
-                let at = phase * len + (i / self.sh) * q;
-                let row = &k[i * self.kw..][..self.kw];
-                let mut strided = [0.0f32; 16];
-                let taps: &[f32] = if self.sw == 1 {
-                    row
-                } else {
-                    let mut n = 0;
-                    for (t, w) in strided.iter_mut().zip(row.iter().skip(b).step_by(self.sw)) {
-                        *t = *w;
-                        n += 1;
-                    }
-                    &strided[..n]
-                };
-                for (chunk_at, chunk) in (0..taps.len())
-                    .step_by(MAX_FUSED)
-                    .zip(taps.chunks(MAX_FUSED))
-                {
-                    let from = at + chunk_at;
-                    let x = &scratch.phases[from..from + span + chunk.len() - 1];
-                    if max {
-                        max_taps(&mut scratch.acc, x, chunk.len());
-                    } else {
-                        weights[..chunk.len()].copy_from_slice(chunk);
-                        multiply_add_taps(&mut scratch.acc, x, &weights[..chunk.len()]);
-                    }
-                }
+        let (phases, acc) = (&scratch.phases, &mut scratch.acc);
+        self.tap_runs(|at, taps| {
+            let x = &phases[at..at + span + taps.len() - 1];
+            if max {
+                max_taps(acc, x, taps.len());
+            } else {
+                let w: [f32; MAX_FUSED] =
+                    std::array::from_fn(|m| taps.get(m).map_or(0.0, |&t| k[t]));
+                multiply_add_taps(acc, x, &w[..taps.len()]);
             }
-        }
+        });
         let rows = out.chunks_exact_mut(self.ow).zip(scratch.acc.chunks(q));
         match scale {
             None => {
@@ -272,9 +276,10 @@ impl Geometry {
             }
         }
     }
-    /// Whether [`Geometry::block`] runs this geometry: small output planes (the late cells'
-    /// 14x14 and 7x7, where the per-channel walk's fixed costs outweigh its short loops) and
-    /// whole blocks of channels.
+
+    /// Whether [`Geometry::block`] runs this geometry: small output planes (the last cells'
+    /// 7x7, where the per-channel walk's fixed costs outweigh its short loops) and whole
+    /// blocks of channels.
     fn blocked(&self) -> bool {
         self.oh * self.ow <= SMALL_PLANE && self.channels.is_multiple_of(LANES)
     }
@@ -305,23 +310,17 @@ impl Geometry {
                 }
             });
         }
-        // The taps in `channel`'s order (kernel row, phase column, column): where each reads
-        // in the phases, relative to the output's position, and its weight per lane.
-        scratch.taps.clear();
-        scratch.weights.clear();
-        for i in 0..self.kh {
-            for b in 0..self.sw.min(self.kw) {
-                for j in (b..self.kw).step_by(self.sw) {
-                    let phase = (i % self.sh) * self.sw + b;
-                    scratch
-                        .taps
-                        .push(phase * len + (i / self.sh) * q + j / self.sw);
-                    scratch
-                        .weights
-                        .push(std::array::from_fn(|l| ch[l].kernel[i * self.kw + j]));
-                }
+        // The taps in `channel`'s order: where each reads in the phases, relative to the
+        // output's position, and its weight per lane.
+        let (taps, weights) = (&mut scratch.taps, &mut scratch.weights);
+        taps.clear();
+        weights.clear();
+        self.tap_runs(|at, run| {
+            for (m, &t) in run.iter().enumerate() {
+                taps.push(at + m);
+                weights.push(std::array::from_fn(|l| ch[l].kernel[t]));
             }
-        }
+        });
         let (phases, _) = scratch.phases.as_chunks::<LANES>();
         for y in 0..self.oh {
             for xo in 0..self.ow {
@@ -354,51 +353,33 @@ impl Geometry {
     }
 }
 
-/// The channels `first..` of one chunk of the output: compiled for the widest vector unit
-/// the processor has, with everything below inlined into each version.
+/// The planes `first..` of one chunk of the output, one channel at a time or, where the
+/// geometry is [`Geometry::blocked`], `LANES` at a time (`first` then counts blocks):
+/// compiled for the widest vector unit the processor has, with everything below inlined into
+/// each version.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512vl+avx2+fma",
     "x86_64+avx2+fma",
     "x86_64+avx",
     "aarch64+neon"
 ))]
-fn run_channels(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mut [f32]) {
+fn run_chunk(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mut [f32]) {
     let g = &op.geometry;
     let (in_plane, plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let kernels = w.kernel.len() / taps;
     let mut scratch = Scratch::default();
-    for (i, out) in chunk.chunks_exact_mut(plane).enumerate() {
-        let p = first + i;
+    let lanes = if g.blocked() { LANES } else { 1 };
+    for (i, out) in chunk.chunks_exact_mut(lanes * plane).enumerate() {
+        // A block never straddles two images: the channels are a multiple of LANES.
+        let p = (first + i) * lanes;
         let c = p % g.channels;
-        let ch = w.channel(op, c, kernels, taps);
-        g.channel(&x[p * in_plane..][..in_plane], &ch, out, &mut scratch);
-    }
-}
-
-/// The blocks of `LANES` channels `first..` of one chunk of the output (see
-/// [`Geometry::block`]), compiled as [`run_channels`] is.
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512vl+avx2+fma",
-    "x86_64+avx2+fma",
-    "x86_64+avx",
-    "aarch64+neon"
-))]
-fn run_blocks(op: &Depthwise, x: &[f32], w: &Weights, first: usize, chunk: &mut [f32]) {
-    let g = &op.geometry;
-    let (in_plane, plane, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-    let kernels = w.kernel.len() / taps;
-    let mut scratch = Scratch::default();
-    for (i, out) in chunk.chunks_exact_mut(LANES * plane).enumerate() {
-        // Blocks never straddle two images: the channels are a multiple of LANES.
-        let p = (first + i) * LANES;
-        let c = p % g.channels;
-        let ch: [Channel; LANES] = std::array::from_fn(|l| w.channel(op, c + l, kernels, taps));
-        g.block(
-            &x[p * in_plane..][..LANES * in_plane],
-            &ch,
-            out,
-            &mut scratch,
-        );
+        let x = &x[p * in_plane..][..lanes * in_plane];
+        if lanes == 1 {
+            g.channel(x, &w.channel(op, c, kernels, taps), out, &mut scratch);
+        } else {
+            let ch = std::array::from_fn(|l| w.channel(op, c + l, kernels, taps));
+            g.block(x, &ch, out, &mut scratch);
+        }
     }
 }
 
@@ -722,18 +703,11 @@ impl EvalOp for Depthwise {
         if plane > 0 && in_plane > 0 {
             let mut view = output.try_as_plain_ram_mut()?;
             let out = view.as_slice_mut::<f32>()?;
-            let work = planes * plane * taps;
-            if g.blocked() {
-                par_chunks_mut(out, LANES * plane, work, |first, chunk| {
-                    run_blocks(self, x, &weights, first, chunk);
-                    Ok(())
-                })?;
-            } else {
-                par_chunks_mut(out, plane, work, |first, chunk| {
-                    run_channels(self, x, &weights, first, chunk);
-                    Ok(())
-                })?;
-            }
+            let lanes = if g.blocked() { LANES } else { 1 };
+            par_chunks_mut(out, lanes * plane, planes * plane * taps, |first, chunk| {
+                run_chunk(self, x, &weights, first, chunk);
+                Ok(())
+            })?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -780,42 +754,41 @@ fn relu_input(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Outlet
     Ok(None)
 }
 
-/// Replaces every depthwise convolution and sum or average pool of a decluttered model that
-/// [`Depthwise`] computes, taking in the ReLU before it, and returns how many nodes it
-/// replaced.
-pub fn replace_depthwise(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = &model.nodes[id];
-        let op = if let Some(conv) = node.op_as::<Conv>() {
-            Depthwise::from_conv(model, node, conv)?
-        } else if let Some(pool) = node.op_as::<SumPool>() {
-            Depthwise::from_sum_pool(model, node, pool)?
-        } else if let Some(pool) = node.op_as::<MaxPool>() {
-            Depthwise::from_max_pool(model, node, pool)?
-        } else {
-            None
-        };
-        let Some(mut op) = op else {
-            continue;
-        };
-        let mut input = node.inputs[0];
-        if let Some(x) = relu_input(model, input)? {
-            op.relu = true;
-            input = x;
-        }
-        let patch = TypedModelPatch::replace_single_op(model, node, &[input], op)?;
-        patch.apply(model)?;
-        replaced += 1;
+/// The replacement of a decluttered model's node by [`Depthwise`], when it computes it: a
+/// depthwise convolution, a sum, average or max pool, taking in the ReLU before it.
+pub(super) fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<super::Replacement>> {
+    let op = if let Some(conv) = node.op_as::<Conv>() {
+        Depthwise::from_conv(model, node, conv)?
+    } else if let Some(pool) = node.op_as::<SumPool>() {
+        Depthwise::from_sum_pool(model, node, pool)?
+    } else if let Some(pool) = node.op_as::<MaxPool>() {
+        Depthwise::from_max_pool(model, node, pool)?
+    } else {
+        None
+    };
+    let Some(mut op) = op else {
+        return Ok(None);
+    };
+    let mut input = node.inputs[0];
+    if let Some(x) = relu_input(model, input)? {
+        op.relu = true;
+        input = x;
     }
-    model.compact()?;
-    Ok(replaced)
+    Ok(Some((Box::new(op), input)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+
+    /// Every node [`replacement`] replaces, replaced; how many.
+    fn replace_depthwise(model: &mut TypedModel) -> TractResult<usize> {
+        super::super::replace_ops(model, replacement)
+    }
 
     /// `len` deterministic pseudo-random values in [-0.5, 0.5).
     fn noise(len: usize, seed: u64) -> Vec<f32> {
@@ -910,6 +883,15 @@ mod tests {
         let cases = [
             // (batch, channels, input, kernel, stride, padding)
             (1, 8, (14, 14), (3, 3), 1, explicit(1)),
+            // A wide kernel at stride 2: 18 taps a phase column reads, in runs of MAX_FUSED.
+            (
+                1,
+                3,
+                (6, 40),
+                (3, 35),
+                2,
+                PaddingSpec::Explicit(tvec!(1, 17), tvec!(1, 17)),
+            ),
             // Small planes of whole blocks of channels: the blocked path.
             (1, 16, (7, 7), (3, 3), 1, explicit(1)),
             (2, 8, (13, 13), (7, 7), 2, explicit(3)),

@@ -117,29 +117,26 @@ impl TypedOp for Subsample {
     as_op!();
 }
 
-/// Replaces every `Downsample` of a decluttered model that [`Subsample`] computes, and
-/// returns how many it replaced.
-pub fn replace_downsample(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        let node = &model.nodes[id];
-        let Some(op) = node.op_as::<Downsample>() else {
-            continue;
-        };
-        let Some(op) = Subsample::from_downsample(model, node, op)? else {
-            continue;
-        };
-        let patch = TypedModelPatch::replace_single_op(model, node, &[node.inputs[0]], op)?;
-        patch.apply(model)?;
-        replaced += 1;
-    }
-    model.compact()?;
-    Ok(replaced)
+/// The replacement of a decluttered model's node by [`Subsample`], when it is a `Downsample`
+/// it computes.
+pub(super) fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<super::Replacement>> {
+    let Some(op) = node.op_as::<Downsample>() else {
+        return Ok(None);
+    };
+    Ok(Subsample::from_downsample(model, node, op)?
+        .map(|op| (Box::new(op) as Box<dyn TypedOp>, node.inputs[0])))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn replace_downsample(model: &mut TypedModel) -> TractResult<usize> {
+        super::super::replace_ops(model, replacement)
+    }
 
     #[test]
     fn matches_tracts_downsample() -> TractResult<()> {
