@@ -5,7 +5,7 @@
 # findings in fuzz/artifacts/TARGET. A finding is fixed, then kept in fuzz/regressions/TARGET,
 # which the tests replay (tests/fuzz_seeds.rs) with the seeds.
 #
-#   scripts/fuzz.sh [-t SECONDS] [-j JOBS] [TARGET...]      (cargo install cargo-fuzz)
+#   scripts/fuzz.sh [-t SECONDS] [-j JOBS] [TARGET...]      (scripts/setup.sh --fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=600
@@ -18,20 +18,28 @@ while getopts "t:j:" o; do
   esac
 done
 shift $((OPTIND - 1))
-command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 2; }
+command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz is missing: scripts/setup.sh --fuzz installs it" >&2; exit 2; }
 # cargo fuzz passes nightly-only flags (-Zsanitizer); this lets the stable compiler take them.
 export RUSTC_BOOTSTRAP=1
 export NASNET_FUZZ_MODEL="$PWD/fuzz/model"
 fuzz() { cargo fuzz "$1" --fuzz-dir fuzz "${@:2}"; }
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(fuzz list)
-fuzz build -O >&2
+# Targets that do not read the zoo's formats build without it (far less to compile).
+features=(--no-default-features)
+if [ ${#targets[@]} -eq 0 ]; then
+  mapfile -t targets < <(fuzz list)
+  features=()
+fi
+for t in "${targets[@]}"; do
+  case $t in pth | safetensors | keras | registry) features=() ;; esac
+done
+for t in "${targets[@]}"; do fuzz build -O "${features[@]}" "$t" >&2; done
 logs=target/fuzz-logs
 mkdir -p "$logs"
 run() {
   local t=$1
   mkdir -p "target/fuzz-corpus/$t"
-  fuzz run -O "$t" "target/fuzz-corpus/$t" "fuzz/corpus/$t" -- \
+  fuzz run -O "${features[@]}" "$t" "target/fuzz-corpus/$t" "fuzz/corpus/$t" -- \
     -max_total_time="$secs" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
     >"$logs/$t.log" 2>&1
 }

@@ -3,11 +3,13 @@
 # installs the ONNX Runtime shared library from PyPI's onnxruntime wheel (the `ort` backend
 # loads it at run time; the default tract backend needs nothing), with Pillow beside it for the
 # Python example (examples/python/classify.py); with --capi, also cargo-c, which builds and
-# installs the C library (`cargo cinstall -p nasnet-bindings`).
+# installs the C library (`cargo cinstall -p nasnet-bindings`); with --fuzz, also cargo-fuzz
+# (scripts/fuzz.sh).
 #
 #   scripts/setup.sh          the CLI only (Rust toolchain)
 #   scripts/setup.sh --ort    also ONNX Runtime, CPU (needs python3 with venv, once)
 #   scripts/setup.sh --capi   also cargo-c (cargo cbuild / cinstall), from crates.io
+#   scripts/setup.sh --fuzz   also cargo-fuzz (libFuzzer), from crates.io
 #   scripts/setup.sh --cuda   also onnxruntime-gpu with its NVIDIA libraries (CUDA 13, driver R580+)
 #
 # ONNX Runtime goes to $NASNET_HOME/onnxruntime (default ~/.cache/nasnet/onnxruntime), where
@@ -21,6 +23,8 @@ home=${NASNET_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/nasnet}
 ort=0
 cuda=0
 capi=0
+fuzz=0
+CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
 # cargo-c from crates.io; the version pins the cargo it embeds, which must read this workspace.
 CARGO_C_VERSION=${CARGO_C_VERSION:-0.10.24+cargo-0.98.0}
 for arg in "$@"; do
@@ -28,7 +32,8 @@ for arg in "$@"; do
     --ort) ort=1 ;;
     --cuda) ort=1 cuda=1 ;;
     --capi) capi=1 ;;
-    *) echo "setup: unknown option $arg (--ort, --capi, --cuda)" >&2; exit 2 ;;
+    --fuzz) fuzz=1 ;;
+    *) echo "setup: unknown option $arg (--ort, --capi, --fuzz, --cuda)" >&2; exit 2 ;;
   esac
 done
 
@@ -74,6 +79,14 @@ if [ "$capi" = 1 ]; then
   else
     # An unoptimized build: cargo-c's own speed does not matter, its build time does.
     cargo install --locked --debug --version "=$CARGO_C_VERSION" cargo-c
+  fi
+fi
+
+if [ "$fuzz" = 1 ]; then
+  if cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+    echo "setup: cargo-fuzz $CARGO_FUZZ_VERSION already installed" >&2
+  else
+    cargo install --locked --debug --version "=$CARGO_FUZZ_VERSION" cargo-fuzz
   fi
 fi
 

@@ -7,8 +7,9 @@
 # CMake project where CMake is installed. The example's output is compared with
 # `nasnet classify --json`, and the programs run under valgrind (no leaks, no errors, error
 # paths included). The fuzz target of nasnet_classify_image replays its seeds and regressions
-# in `cargo test` (tests/fuzz_seeds.rs); scripts/fuzz.sh runs libFuzzer on it. Called by
-# scripts/test.sh; needs cargo-c (scripts/setup.sh --capi).
+# in `cargo test` (tests/fuzz_seeds.rs) and runs here under libFuzzer and AddressSanitizer for
+# FUZZ_SECONDS (default 60; scripts/fuzz.sh alone runs it for longer). Called by
+# scripts/test.sh; needs cargo-c and cargo-fuzz (scripts/setup.sh --capi --fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,6 +99,10 @@ $vg "$work/classify" --check-errors "$work/model" "${images[0]}" > /dev/null
 $vg "$work/threads" "$work/model" "${images[0]}" 2 1
 $vg "$work/misuse" "$work/model" "${images[0]}"
 echo "bindings: valgrind found no leaks and no errors"
+
+# The fuzz smoke run: random sizes, strides, formats and output lengths through
+# nasnet_classify_image; a crash, a leak or a failed check stops the tests.
+./scripts/fuzz.sh -t "${FUZZ_SECONDS:-60}" c_classify_image
 
 # The mobile build: tract only, no ONNX Runtime, no Candle in its dependency tree.
 if cargo tree --locked -p nasnet-bindings --no-default-features --features tract -e normal | grep -E " (candle-[a-z]+|ort|ort-sys) v"; then

@@ -5,6 +5,9 @@
 mod harness {
     include!("../fuzz/harness.rs");
 }
+mod harness_zoo {
+    include!("../fuzz/harness_zoo.rs");
+}
 
 use std::path::{Path, PathBuf};
 
@@ -39,11 +42,11 @@ fn replay(target: &str, f: impl Fn(&[u8])) {
 
 #[test]
 fn parser_targets() {
-    replay("pth", harness::pth);
-    replay("safetensors", harness::safetensors);
-    replay("keras", harness::keras);
+    replay("pth", harness_zoo::pth);
+    replay("safetensors", harness_zoo::safetensors);
+    replay("keras", harness_zoo::keras);
     replay("model_json", harness::model_json);
-    replay("registry", harness::registry);
+    replay("registry", harness_zoo::registry);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! ONNX export: records the network through the same [`Graph`] trait the Candle evaluation uses,
 //! so the exported graph is wired by the one network description.
 //!
-//! The graph is built for inference: batch norms stay as `BatchNormalization` next to their
-//! convolutions (ONNX Runtime and tract fold them), TF "SAME" padding (the asymmetric
+//! The graph is built for inference: each batch norm is folded into the convolution before it
+//! (a bias and scaled weights, as ONNX Runtime does when it loads a model; tract leaves a
+//! multiply and an add once a 1x1 convolution is a matrix product, and a smaller graph opens
+//! faster), TF "SAME" padding (the asymmetric
 //! even-size case included) becomes the `pads` attribute of `Conv` / `MaxPool` /
 //! `AveragePool` (no `Pad` node, so no negative pads and nothing for ONNX Runtime 1.30/1.31's
 //! Pad-fusion bug to reject), the border rule of average pools is `count_include_pad`, and
@@ -167,8 +169,8 @@ impl OnnxGraph {
     }
 
     /// Wraps the recorded nodes into a model.
-    fn into_model(self, net: &NasNet, out: Output) -> ModelProto {
-        let mut nodes = self.nodes;
+    fn into_model(mut self, net: &NasNet, out: Output) -> ModelProto {
+        let mut nodes = fold_batch_norms(self.nodes, &mut self.initializers);
         for (name, v) in [(LOGITS, &out.logits), (FEATURES, &out.features)] {
             nodes.push(NodeProto {
                 op_type: "Identity".into(),
@@ -210,6 +212,109 @@ impl OnnxGraph {
             ..Default::default()
         }
     }
+}
+
+fn floats(t: &TensorProto) -> Vec<f32> {
+    t.raw_data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn raw(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    v.into_iter().flat_map(f32::to_le_bytes).collect()
+}
+
+/// Folds every `BatchNormalization` that directly follows the `Conv` whose output only it reads
+/// into that convolution: per output channel `s = gamma / sqrt(var + eps)`, weights `W * s`,
+/// bias `beta - mean * s` (in f64, rounded once). The batch norm's `beta` initializer becomes
+/// the bias; what nothing reads any more is dropped.
+fn fold_batch_norms(nodes: Vec<NodeProto>, inits: &mut Vec<TensorProto>) -> Vec<NodeProto> {
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for name in nodes.iter().flat_map(|n| &n.input) {
+        *uses.entry(name.clone()).or_default() += 1;
+    }
+    let index: HashMap<String, usize> = inits
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.data_type == DataType::Float as i32)
+        .map(|(i, t)| (t.name.clone(), i))
+        .collect();
+    let sole = |name: &str| uses.get(name) == Some(&1);
+    let mut out: Vec<NodeProto> = Vec::with_capacity(nodes.len());
+    for bn in nodes {
+        let folded = match out.last_mut() {
+            Some(conv)
+                if bn.op_type == "BatchNormalization"
+                    && bn.input.len() == 5
+                    && conv.op_type == "Conv"
+                    && conv.input.len() == 2
+                    && conv.output.len() == 1
+                    && conv.output[0] == bn.input[0]
+                    && sole(&bn.input[0])
+                    && sole(&conv.input[1])
+                    && sole(&bn.input[2]) =>
+            {
+                fold_into(conv, &bn, inits, &index)
+            }
+            _ => false,
+        };
+        if !folded {
+            out.push(bn);
+        }
+    }
+    let read: std::collections::HashSet<&str> = out
+        .iter()
+        .flat_map(|n| &n.input)
+        .map(String::as_str)
+        .collect();
+    inits.retain(|t| read.contains(t.name.as_str()));
+    out
+}
+
+/// One fold of [`fold_batch_norms`]; false (nothing changed) unless every tensor is there with
+/// one value per output channel.
+fn fold_into(
+    conv: &mut NodeProto,
+    bn: &NodeProto,
+    inits: &mut [TensorProto],
+    index: &HashMap<String, usize>,
+) -> bool {
+    let ids: Option<Vec<usize>> = [1, 2, 3, 4]
+        .iter()
+        .map(|&k| &bn.input[k])
+        .chain([&conv.input[1]])
+        .map(|name| index.get(name).copied())
+        .collect();
+    let Some(&[gamma, beta, mean, var, w]) = ids.as_deref() else {
+        return false;
+    };
+    let [gamma, beta_v, mean, var] = [gamma, beta, mean, var].map(|i| floats(&inits[i]));
+    let weights = floats(&inits[w]);
+    let n = gamma.len();
+    if n == 0 || !weights.len().is_multiple_of(n) || [beta_v.len(), mean.len(), var.len()] != [n; 3]
+    {
+        return false;
+    }
+    let eps = bn
+        .attribute
+        .iter()
+        .find(|a| a.name == "epsilon")
+        .map_or(1e-5, |a| a.f) as f64;
+    let s: Vec<f64> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
+        .collect();
+    let per = weights.len() / n;
+    inits[w].raw_data = raw(weights
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (x as f64 * s[i / per]) as f32));
+    inits[beta].raw_data = raw((0..n).map(|o| (beta_v[o] as f64 - mean[o] as f64 * s[o]) as f32));
+    conv.input.push(bn.input[2].clone());
+    conv.output[0] = bn.output[0].clone();
+    true
 }
 
 type Output = crate::model::Output<Value>;
@@ -377,4 +482,71 @@ pub fn write_onnx(net: &NasNet, path: &Path) -> Result<()> {
             source,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use candle_nn::VarBuilder;
+
+    use super::*;
+
+    fn bn(gamma: f32, beta: f32, mean: f32, var: f32) -> BatchNorm {
+        let t = |v: f32| Tensor::new(&[v], &Device::Cpu).unwrap();
+        let map = [
+            ("weight", t(gamma)),
+            ("bias", t(beta)),
+            ("running_mean", t(mean)),
+            ("running_var", t(var)),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let vb = VarBuilder::from_tensors(map.into(), DType::F32, &Device::Cpu);
+        BatchNorm::new(&vb, 1, 1.0).unwrap()
+    }
+
+    fn conv_bn(g: &mut OnnxGraph) -> (Value, Value) {
+        let x = Value {
+            name: INPUT.into(),
+            chw: Some([1, 4, 4]),
+        };
+        let w = Tensor::new(&[[[[2f32]]]], &Device::Cpu).unwrap();
+        let spec = ConvSpec {
+            stride: 1,
+            dilation: 1,
+            pads: [0; 4],
+            groups: 1,
+        };
+        let y = g.conv2d(&x, &w, spec).unwrap();
+        // s = 3 / sqrt(3 + 1) = 1.5: weight 2 * 1.5, bias 1 - 0.5 * 1.5.
+        let z = g.batch_norm(&y, &bn(3.0, 1.0, 0.5, 3.0)).unwrap();
+        (y, z)
+    }
+
+    #[test]
+    fn a_batch_norm_folds_into_its_convolution() {
+        let mut g = OnnxGraph::default();
+        let (_, z) = conv_bn(&mut g);
+        let nodes = fold_batch_norms(g.nodes, &mut g.initializers);
+        assert_eq!(nodes.len(), 1);
+        let conv = &nodes[0];
+        assert_eq!((conv.op_type.as_str(), &conv.output[0]), ("Conv", &z.name));
+        let value = |name: &str| {
+            let t = g.initializers.iter().find(|t| t.name == name).unwrap();
+            floats(t)
+        };
+        assert_eq!(value(&conv.input[1]), [3.0]);
+        assert_eq!(value(&conv.input[2]), [0.25]);
+        assert_eq!(g.initializers.len(), 2, "gamma, mean and var are dropped");
+    }
+
+    #[test]
+    fn a_convolution_read_twice_keeps_its_batch_norm() {
+        let mut g = OnnxGraph::default();
+        let (y, _) = conv_bn(&mut g);
+        g.relu(&y).unwrap();
+        let nodes = fold_batch_norms(g.nodes, &mut g.initializers);
+        let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops, ["Conv", "BatchNormalization", "Relu"]);
+        assert_eq!(g.initializers.len(), 5);
+    }
 }

@@ -136,10 +136,11 @@ pub struct Options {
     pub tract_cache: TractCache,
 }
 
-/// Where tract keeps a prepared model: tract's analysed and simplified graph of `model.onnx`
-/// in NNEF, tract's own format. Opening a model on tract parses the ONNX file, then analyses
-/// and simplifies the graph, which takes most of the time before the first result; from the
-/// second open on, the prepared model is read instead. A prepared model is named by the
+/// Where tract keeps a prepared model: tract's analysed and simplified graph of `model.onnx`,
+/// cut in two parts that are optimized side by side, each in NNEF, tract's own format. Opening
+/// a model on tract parses the ONNX file, then analyses and simplifies the graph, which takes
+/// much of the time before the first result; from the second open on, the prepared model is
+/// read instead. A prepared model is named by the
 /// sha256 of `model.onnx`, the input size, the tract version and the format of this cache
 /// ([`tract_cache_file`]), so a changed model, a changed tract or a changed preparation never
 /// reads a stale one; one that fails to load is made again. Writing is atomic (a temporary

@@ -1,7 +1,7 @@
 //! The tract backend: pure Rust, CPU. A model is optimized once, for one image (tract
-//! optimizes far better for concrete shapes, and a batch-of-one plan lets it fold every batch
-//! norm; a batch runs image by image through it), with the project's own depthwise operator
-//! in place of tract's, and runs on a pool of the requested number of threads.
+//! optimizes far better for concrete shapes; a batch runs image by image through it), with the
+//! project's own depthwise operator in place of tract's, in two parts optimized side by side
+//! (see [`split`]), and runs on a pool of the requested number of threads.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +13,7 @@ use crate::TractCache;
 
 mod depthwise;
 mod downsample;
+mod split;
 
 /// A node's replacement: the project's operator and the outlet it reads.
 type Replacement = (Box<dyn TypedOp>, OutletId);
@@ -36,12 +37,13 @@ fn replace_ops(
     Ok(replaced)
 }
 
-/// A model optimized by tract for one image.
+/// A model optimized by tract for one image, in parts run one after the other (see
+/// [`split`]).
 pub struct TractEngine {
-    plan: Arc<TypedRunnableModel>,
-    /// States of finished runs, kept for the next run: a fresh state costs a fifth of a Mobile
-    /// run. One per run in flight at once.
-    idle: Mutex<Vec<TypedSimpleState>>,
+    plans: Vec<Arc<TypedRunnableModel>>,
+    /// States of finished runs (one per part), kept for the next run: a fresh state costs a
+    /// fifth of a Mobile run. One per run in flight at once.
+    idle: Mutex<Vec<Vec<TypedSimpleState>>>,
     size: usize,
     pool: Pool,
 }
@@ -148,8 +150,9 @@ fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
 /// against the version a loaded file records (a test keeps it equal to the tract in use).
 const TRACT_VERSION: &str = "0.23.9";
 
-/// The format of the prepared-model cache: raised whenever what is stored changes.
-const CACHE_FORMAT: u32 = 1;
+/// The format of the prepared-model cache: raised whenever what is stored changes (2: the
+/// model's parts, each an NNEF archive, in one tar file).
+const CACHE_FORMAT: u32 = 2;
 
 /// Where the prepared model of `onnx` for images of `size` pixels lives in `cache` (`None`
 /// when the cache is off). Reads the file to hash it, unless the cache is off.
@@ -186,29 +189,39 @@ fn nnef_written_by(model: &TypedModel) -> Option<String> {
         .cloned()
 }
 
-/// The decluttered model from a cache file, if it holds one for an image of `size` pixels
-/// written by this tract.
-fn load_prepared(path: &Path, size: usize) -> Option<TypedModel> {
-    // The whole file at once: tract reads a file through small reads.
+/// The parts of a cache file, each an NNEF archive; `None` when it is missing or damaged.
+fn read_parts(path: &Path) -> Option<Vec<Vec<u8>>> {
+    use std::io::Read;
+    // The whole file at once: tract and tar read through small reads.
     let bytes = std::fs::read(path).ok()?;
-    let model = guarded(path, || {
-        nnef_model(bytes).map_err(|e| backend_err("tract", None, e))
-    })
-    .ok()?;
-    let input = model.input_outlets().ok()?.first().copied()?;
-    let fits = nnef_written_by(&model).as_deref() == Some(TRACT_VERSION)
-        && model.output_outlets().ok()?.len() == 2
-        && model.outlet_fact(input).ok()?.shape.as_concrete() == Some(&[1, 3, size, size][..]);
-    fits.then_some(model)
+    let mut archive = tar::Archive::new(std::io::Cursor::new(bytes));
+    let mut parts = vec![];
+    for entry in archive.entries().ok()? {
+        let mut part = vec![];
+        entry.ok()?.read_to_end(&mut part).ok()?;
+        parts.push(part);
+    }
+    (!parts.is_empty()).then_some(parts)
 }
 
-/// Writes the decluttered model to a cache file atomically (a unique temporary file in the
-/// same directory, renamed into place). Beside a model, the files an earlier `model.onnx`
-/// left go.
+/// Part `i` of `k` of a cached model, if it was written by this tract and, as the first part,
+/// reads an image of `size` pixels, or, as the last, gives the two outputs.
+fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> Option<()> {
+    (nnef_written_by(model).as_deref() == Some(TRACT_VERSION)).then_some(())?;
+    if i == 0 {
+        let input = model.input_outlets().ok()?.first().copied()?;
+        let shape = model.outlet_fact(input).ok()?.shape.as_concrete()?.to_vec();
+        (shape == [1, 3, size, size]).then_some(())?;
+    }
+    (i + 1 < k || model.output_outlets().ok()?.len() == 2).then_some(())
+}
+
+/// Writes the model's parts to a cache file atomically (a unique temporary file in the same
+/// directory, renamed into place). Beside a model, the files an earlier `model.onnx` left go.
 fn store_prepared(
     onnx: &Path,
     path: &Path,
-    model: &TypedModel,
+    parts: &[TypedModel],
     cache: &TractCache,
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -219,9 +232,23 @@ fn store_prepared(
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
     let mut tmp = builder.tempfile_in(dir)?;
-    tract_nnef::nnef()
-        .write_to_tar(model, std::io::BufWriter::new(tmp.as_file_mut()))
-        .map_err(std::io::Error::other)?;
+    {
+        let mut archive = tar::Builder::new(std::io::BufWriter::new(tmp.as_file_mut()));
+        for (i, part) in parts.iter().enumerate() {
+            let nnef = tract_nnef::nnef()
+                .write_to_tar(part, Vec::new())
+                .map_err(std::io::Error::other)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(nnef.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, format!("part{i}.nnef.tar"), &nnef[..])?;
+        }
+        archive
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| e.into_error())?;
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     if *cache == TractCache::BesideModel {
         let ours = nasnet_core::fsutil::hidden_sibling(onnx, "tract-");
@@ -237,19 +264,72 @@ fn store_prepared(
     Ok(())
 }
 
-/// The decluttered model: read from the cache when it holds this model's, else made from
-/// the ONNX file and, best effort, stored there.
-fn prepared(onnx: &Path, size: usize, cache: &TractCache) -> Result<TypedModel> {
-    let Some(path) = tract_cache_file(onnx, size, cache)? else {
-        return decluttered(onnx, size);
-    };
-    if let Some(model) = load_prepared(&path, size) {
-        return Ok(model);
+/// `f` on every item, on a thread each when `parallel`, the results in order.
+fn each<T: Send, U: Send>(items: Vec<T>, parallel: bool, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    if !parallel || items.len() < 2 {
+        return items.into_iter().map(f).collect();
     }
-    let model = decluttered(onnx, size)?;
-    // A cache that cannot be written (a read-only model directory) only costs time.
-    let _ = store_prepared(onnx, &path, &model, cache);
-    Ok(model)
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.into_iter().map(|x| s.spawn(move || f(x))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
+/// A part optimized and made runnable.
+fn plan(onnx: &Path, part: TypedModel) -> Result<Arc<TypedRunnableModel>> {
+    optimized(onnx, part)?
+        .into_runnable()
+        .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+}
+
+/// The model's runnable parts: read from the cache when it holds this model's, else made
+/// from the ONNX file (decluttered, split) and, best effort, stored there. Each part is read
+/// and optimized on a thread of its own when `parallel`.
+fn plans(
+    onnx: &Path,
+    size: usize,
+    cache: &TractCache,
+    parallel: bool,
+) -> Result<Vec<Arc<TypedRunnableModel>>> {
+    let path = tract_cache_file(onnx, size, cache)?;
+    if let Some(parts) = path.as_deref().and_then(read_parts) {
+        let k = parts.len();
+        let read = each(
+            parts.into_iter().enumerate().collect(),
+            parallel,
+            |(i, bytes)| {
+                let model = guarded(onnx, || {
+                    nnef_model(bytes).map_err(|e| backend_err("tract", None, e))
+                })
+                .ok()?;
+                fits(&model, i, k, size)?;
+                plan(onnx, model).ok()
+            },
+        );
+        if let Some(plans) = read.into_iter().collect::<Option<Vec<_>>>() {
+            log::info!(
+                "read the prepared model {}",
+                path.unwrap_or_default().display()
+            );
+            return Ok(plans);
+        }
+    }
+    let parts = split::split(decluttered(onnx, size)?)
+        .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
+    if let Some(path) = &path {
+        // A cache that cannot be written (a read-only model directory) only costs time.
+        match store_prepared(onnx, path, &parts, cache) {
+            Ok(()) => log::info!("prepared {}", path.display()),
+            Err(e) => log::info!("cannot keep the prepared model {}: {e}", path.display()),
+        }
+    }
+    each(parts, parallel, |part| plan(onnx, part))
+        .into_iter()
+        .collect()
 }
 
 /// What tract makes of an ONNX file for one image: operator names and counts of the
@@ -258,10 +338,11 @@ pub fn optimized_ops(
     onnx: &Path,
     size: usize,
 ) -> Result<std::collections::BTreeMap<String, usize>> {
-    let model = optimized(onnx, decluttered(onnx, size)?)?;
     let mut h = std::collections::BTreeMap::new();
-    for n in model.nodes() {
-        *h.entry(n.op().name().to_string()).or_default() += 1;
+    for plan in plans(onnx, size, &TractCache::Off, true)? {
+        for n in plan.model().nodes() {
+            *h.entry(n.op().name().to_string()).or_default() += 1;
+        }
     }
     Ok(h)
 }
@@ -273,34 +354,46 @@ impl TractEngine {
         threads: Option<usize>,
         cache: &TractCache,
     ) -> Result<Self> {
-        let model = optimized(onnx, prepared(onnx, size, cache)?)?;
-        let plan = model
-            .into_runnable()
-            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
+        let start = std::time::Instant::now();
+        let plans = plans(onnx, size, cache, threads != Some(1))?;
+        log::info!(
+            "{} ready in {:.0} ms ({} parts)",
+            onnx.display(),
+            start.elapsed().as_secs_f64() * 1e3,
+            plans.len()
+        );
         Ok(Self {
-            plan,
+            plans,
             idle: Mutex::default(),
             size,
             pool: Pool::new(threads),
         })
     }
 
-    /// Runs the plan on one image, with a kept state if one is free.
+    /// Runs the parts on one image, with kept states if a set is free.
     fn run_one(&self, x: Tensor) -> Result<TVec<TValue>> {
         let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut state = match kept {
-            Some(state) => state,
+        let mut states = match kept {
+            Some(states) => states,
             None => self
-                .plan
-                .spawn()
+                .plans
+                .iter()
+                .map(|p| p.spawn())
+                .collect::<TractResult<Vec<_>>>()
                 .map_err(|e| backend_err("tract", None, e))?,
         };
         let out = self
             .pool
-            .run(|| state.run(tvec!(x.into())))
+            .run(|| {
+                let mut values = tvec!(x.into());
+                for state in &mut states {
+                    values = state.run(values)?;
+                }
+                TractResult::Ok(values)
+            })
             .map_err(|e| backend_err("tract", None, e))?;
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(state);
+            idle.push(states);
         }
         Ok(out)
     }
@@ -339,27 +432,35 @@ pub fn profile_ops(
     runs: usize,
 ) -> Result<Vec<(String, usize, f64)>> {
     let engine = TractEngine::open(onnx, size, threads, &TractCache::Off)?;
-    let plan = &engine.plan;
     let input: Tensor =
         Tensor::zero::<f32>(&[1, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
-    let mut totals: std::collections::HashMap<String, (std::collections::HashSet<usize>, f64)> =
-        Default::default();
-    let mut state = tract_onnx::tract_core::plan::SimpleState::new(plan)
+    // Per operator: the (part, node) pairs it runs as, and its milliseconds.
+    type Nodes = std::collections::HashSet<(usize, usize)>;
+    let mut totals: std::collections::HashMap<String, (Nodes, f64)> = Default::default();
+    let mut states = engine
+        .plans
+        .iter()
+        .map(tract_onnx::tract_core::plan::SimpleState::new)
+        .collect::<TractResult<Vec<_>>>()
         .map_err(|e| backend_err("tract", None, e))?;
     for run in 0..=runs {
         engine
             .pool
             .run(|| {
-                state.run_plan_with_eval(tvec!(input.clone().into()), |ctx, st, node, inputs| {
-                    let t = std::time::Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-                    if run > 0 {
-                        let e = totals.entry(node.op().name().to_string()).or_default();
-                        e.0.insert(node.id);
-                        e.1 += t.elapsed().as_secs_f64() * 1e3;
-                    }
-                    out
-                })
+                let mut values = tvec!(input.clone().into());
+                for (part, state) in states.iter_mut().enumerate() {
+                    values = state.run_plan_with_eval(values, |ctx, st, node, inputs| {
+                        let t = std::time::Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                        if run > 0 {
+                            let e = totals.entry(node.op().name().to_string()).or_default();
+                            e.0.insert((part, node.id));
+                            e.1 += t.elapsed().as_secs_f64() * 1e3;
+                        }
+                        out
+                    })?;
+                }
+                TractResult::Ok(())
             })
             .map_err(|e| backend_err("tract", None, e))?;
     }
