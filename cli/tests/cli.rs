@@ -312,6 +312,17 @@ fn demo() -> (tempfile::TempDir, PathBuf, PathBuf) {
         "-o",
         model.to_str().unwrap(),
     ]));
+    // Every file of the model is readable by all, the weights too (the safetensors crate
+    // writes through a temporary file private to its owner).
+    #[cfg(unix)]
+    for f in ["model.safetensors", "model.onnx", "model.json"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(model.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o444, 0o444, "{f}: {mode:o}");
+    }
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();
     let cat = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg");

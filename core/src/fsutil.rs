@@ -67,6 +67,18 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// Gives a file the permissions of a model's other files, readable by all (`rw-r--r--` on
+/// Unix): for one written through a temporary file private to its owner, as the safetensors
+/// crate writes weights.
+pub fn readable_by_all(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(io(path))?;
+    }
+    Ok(())
+}
+
 /// `.NAME.SUFFIX` beside `path` (`NAME` its file name): where a file's partial download, lock
 /// or temporary copy lives, hidden from listings.
 pub fn hidden_sibling(path: &Path, suffix: &str) -> PathBuf {

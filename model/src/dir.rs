@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use nasnet_core::fsutil::{io, sha256_file, write_dir_atomically, write_file_atomically};
+use nasnet_core::fsutil::{
+    io, readable_by_all, sha256_file, write_dir_atomically, write_file_atomically,
+};
 use nasnet_core::meta::{self, FileDigest, ModelMeta, Preprocessing};
 use nasnet_core::{NetworkConfig, Preset};
 
@@ -24,6 +26,7 @@ pub fn write_model_dir(
     write_dir_atomically(out, force, |tmp| {
         let weights = tmp.join(meta::WEIGHTS_FILE);
         candle_core::safetensors::save(tensors, &weights)?;
+        readable_by_all(&weights)?;
         meta.weights.sha256 = sha256_file(&weights)?;
         crate::onnx::write_onnx(&net, &tmp.join(meta::ONNX_FILE))?;
         let json = tmp.join(meta::META_FILE);
@@ -44,7 +47,8 @@ pub fn write_model_files(
     let net = NasNet::new(&meta.architecture, vb)?;
     let weights = dir.join(meta::WEIGHTS_FILE);
     write_file_atomically(&weights, |p| -> Result<()> {
-        Ok(candle_core::safetensors::save(tensors, p)?)
+        candle_core::safetensors::save(tensors, p)?;
+        Ok(readable_by_all(p)?)
     })?;
     meta.weights.sha256 = sha256_file(&weights)?;
     // Atomic itself.

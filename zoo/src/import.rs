@@ -314,8 +314,12 @@ pub fn export_safetensors(dir: &Path, out: &Path) -> Result<()> {
         path: out.display().to_string(),
         error,
     };
-    candle_core::safetensors::save(&tensors, &tmp).inspect_err(|_| {
+    let saved = candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(Error::from)
+        .and_then(|()| Ok(nasnet_core::fsutil::readable_by_all(&tmp)?));
+    if saved.is_err() {
         let _ = std::fs::remove_file(&tmp);
-    })?;
+    }
+    saved?;
     std::fs::rename(&tmp, out).map_err(io)
 }

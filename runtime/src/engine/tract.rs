@@ -318,8 +318,10 @@ fn plans(
             return Ok(plans);
         }
     }
-    let parts = split::split(decluttered(onnx, size)?)
-        .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))?;
+    let model = decluttered(onnx, size)?;
+    let parts = guarded(onnx, || {
+        split::split(model).map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+    })?;
     if let Some(path) = &path {
         // A cache that cannot be written (a read-only model directory) only costs time.
         match store_prepared(onnx, path, &parts, cache) {
