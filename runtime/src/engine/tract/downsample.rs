@@ -1,17 +1,18 @@
-//! Strided subsampling of one axis, for tract.
+//! Strided subsampling and slicing of one axis, for tract.
 //!
-//! The second path of NASNet's factorized reductions keeps every other row and column of
-//! the cell's input (a 1x1 average pool of stride 2 after a one-pixel shift), which tract
-//! turns into `Downsample` nodes. tract computes those through a generic strided array copy,
-//! element by element; on NASNet-A Mobile its eight of them cost as much as all the other
+//! NASNet's factorized reductions keep every other row and column of the cell's input, on
+//! one path as is and on the other after a one-pixel shift; tract turns them into
+//! `Downsample` and `Slice` nodes and computes both through a generic strided array copy,
+//! element by element. On NASNet-A Mobile those sixteen nodes cost as much as all the other
 //! data movement together. This op copies whole contiguous runs instead.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::Downsample;
+use tract_onnx::tract_core::ops::array::Slice;
 
-/// `output[.., k, ..] = input[.., modulo + k * stride, ..]` along `axis`, for f32 tensors of
-/// a concrete shape.
+/// `output[.., k, ..] = input[.., modulo + k * stride, ..]` along `axis` for `k < count`, for
+/// f32 tensors of a concrete shape.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Subsample {
     /// The input's shape.
@@ -19,6 +20,7 @@ pub struct Subsample {
     axis: usize,
     stride: usize,
     modulo: usize,
+    count: usize,
 }
 
 impl Subsample {
@@ -45,12 +47,40 @@ impl Subsample {
             axis: op.axis,
             stride: op.stride as usize,
             modulo: op.modulo,
+            count: (shape[op.axis] - op.modulo).div_ceil(op.stride as usize),
+        }))
+    }
+
+    /// The op for a node of tract's `Slice` with concrete bounds on a concrete f32 input;
+    /// `None` otherwise.
+    fn from_slice(model: &TypedModel, node: &TypedNode, op: &Slice) -> TractResult<Option<Self>> {
+        let input = model.outlet_fact(node.inputs[0])?;
+        let (Some(shape), Ok(start), Ok(end)) = (
+            input.shape.as_concrete(),
+            op.start.to_usize(),
+            op.end.to_usize(),
+        ) else {
+            return Ok(None);
+        };
+        if input.datum_type != f32::datum_type()
+            || op.axis >= shape.len()
+            || start >= end
+            || end > shape[op.axis]
+        {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            shape: shape.into(),
+            axis: op.axis,
+            stride: 1,
+            modulo: start,
+            count: end - start,
         }))
     }
 
     fn output_shape(&self) -> TVec<usize> {
         let mut s = self.shape.clone();
-        s[self.axis] = (self.shape[self.axis] - self.modulo).div_ceil(self.stride);
+        s[self.axis] = self.count;
         s
     }
 }
@@ -62,8 +92,8 @@ impl Op for Subsample {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "axis {} from {} by {}",
-            self.axis, self.modulo, self.stride
+            "axis {}: {} from {} by {}",
+            self.axis, self.count, self.modulo, self.stride
         )])
     }
 
@@ -90,7 +120,10 @@ impl EvalOp for Subsample {
             .chunks_exact(len * inner)
             .zip(out.chunks_exact_mut(kept * inner))
         {
-            if inner == 1 {
+            if self.stride == 1 {
+                let from = self.modulo * inner;
+                dst.copy_from_slice(&src[from..from + kept * inner]);
+            } else if inner == 1 {
                 for (d, s) in dst
                     .iter_mut()
                     .zip(src[self.modulo..].iter().step_by(self.stride))
@@ -118,16 +151,19 @@ impl TypedOp for Subsample {
 }
 
 /// The replacement of a decluttered model's node by [`Subsample`], when it is a `Downsample`
-/// it computes.
+/// or a `Slice` it computes.
 pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<super::Replacement>> {
-    let Some(op) = node.op_as::<Downsample>() else {
-        return Ok(None);
+    let op = if let Some(op) = node.op_as::<Downsample>() {
+        Subsample::from_downsample(model, node, op)?
+    } else if let Some(op) = node.op_as::<Slice>() {
+        Subsample::from_slice(model, node, op)?
+    } else {
+        None
     };
-    Ok(Subsample::from_downsample(model, node, op)?
-        .map(|op| (Box::new(op) as Box<dyn TypedOp>, node.inputs[0])))
+    Ok(op.map(|op| (Box::new(op) as Box<dyn TypedOp>, node.inputs[0])))
 }
 
 #[cfg(test)]
@@ -168,6 +204,32 @@ mod tests {
                 theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
                 ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
                 "axis {axis} by {stride} from {modulo}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn matches_tracts_slice() -> TractResult<()> {
+        let shape = [1usize, 3, 9, 8];
+        let x: Vec<f32> = (0..shape.iter().product()).map(|i| i as f32).collect();
+        let x = Tensor::from_shape(&shape, &x)?;
+        for (axis, start, end) in [(2, 1, 9), (3, 1, 8), (3, 0, 5), (2, 3, 4), (1, 1, 3)] {
+            let mut model = TypedModel::default();
+            let s = model.add_source("x", f32::fact(shape))?;
+            let y = model.wire_node("slice", Slice::new(axis, start, end), &[s])?;
+            model.select_output_outlets(&y)?;
+            let theirs = model
+                .clone()
+                .into_runnable()?
+                .run(tvec!(x.clone().into()))?;
+            assert_eq!(replace_downsample(&mut model)?, 1);
+            let ours = model.into_runnable()?.run(tvec!(x.clone().into()))?;
+            assert_eq!(theirs[0].shape(), ours[0].shape(), "axis {axis}");
+            assert_eq!(
+                theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
+                ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
+                "axis {axis} from {start} to {end}"
             );
         }
         Ok(())
