@@ -259,6 +259,9 @@ fn collect(client: &redis::Client, queue: &Queue, prefix: &str, shared: &Shared)
             Ok(s) => s,
             Err(_) => return,
         };
+        // Second answers to a job (one published again after Redis lost it while a worker
+        // ran it): the first stands, and these leave the stream at once.
+        let mut repeats: Vec<String> = vec![];
         match read {
             Ok(reply) => {
                 state.down = None;
@@ -271,10 +274,14 @@ fn collect(client: &redis::Client, queue: &Queue, prefix: &str, shared: &Shared)
                         continue;
                     };
                     if r.job.starts_with(prefix) {
-                        state
-                            .results
-                            .entry(r.job)
-                            .or_insert((r.outcome, entry.id.clone()));
+                        match state.results.entry(r.job) {
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert((r.outcome, entry.id.clone()));
+                            }
+                            std::collections::hash_map::Entry::Occupied(_) => {
+                                repeats.push(entry.id.clone());
+                            }
+                        }
                     }
                 }
             }
@@ -287,6 +294,10 @@ fn collect(client: &redis::Client, queue: &Queue, prefix: &str, shared: &Shared)
         }
         drop(state);
         shared.changed.notify_all();
+        if let (Some(c), false) = (con.as_mut(), repeats.is_empty()) {
+            // Best effort: one left behind only takes room.
+            let _ = c.xdel::<_, _, usize>(queue.results(), &repeats);
+        }
         if con.is_none() {
             std::thread::sleep(Duration::from_millis(500));
         }
