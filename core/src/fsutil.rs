@@ -246,6 +246,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_made_readable_by_all_or_an_error_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let private = d.path().join("weights");
+        std::fs::write(&private, b"x").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let owner_only = std::fs::Permissions::from_mode(0o600);
+            std::fs::set_permissions(&private, owner_only).unwrap();
+            readable_by_all(&private).unwrap();
+            let mode = std::fs::metadata(&private).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+            let missing = d.path().join("missing");
+            let e = readable_by_all(&missing).unwrap_err().to_string();
+            assert!(e.contains(&missing.display().to_string()), "{e}");
+        }
+    }
+
+    #[test]
     fn failed_fill_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
         let out = d.path().join("model");

@@ -13,6 +13,13 @@ use nasnet_core::{NetworkConfig, Preset};
 
 use crate::{NasNet, Result};
 
+/// Saves weights as safetensors at `path`, readable by all like a model's other files (the
+/// safetensors crate writes through a temporary file private to its owner).
+pub fn save_weights(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    candle_core::safetensors::save(tensors, path)?;
+    Ok(readable_by_all(path)?)
+}
+
 /// Writes `model.safetensors`, `model.onnx` and `model.json` into `out` atomically, filling in
 /// the weights' sha256.
 pub fn write_model_dir(
@@ -25,8 +32,7 @@ pub fn write_model_dir(
     let net = NasNet::new(&meta.architecture, vb)?;
     write_dir_atomically(out, force, |tmp| {
         let weights = tmp.join(meta::WEIGHTS_FILE);
-        candle_core::safetensors::save(tensors, &weights)?;
-        readable_by_all(&weights)?;
+        save_weights(tensors, &weights)?;
         meta.weights.sha256 = sha256_file(&weights)?;
         crate::onnx::write_onnx(&net, &tmp.join(meta::ONNX_FILE))?;
         let json = tmp.join(meta::META_FILE);
@@ -46,10 +52,7 @@ pub fn write_model_files(
     let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let net = NasNet::new(&meta.architecture, vb)?;
     let weights = dir.join(meta::WEIGHTS_FILE);
-    write_file_atomically(&weights, |p| -> Result<()> {
-        candle_core::safetensors::save(tensors, p)?;
-        Ok(readable_by_all(p)?)
-    })?;
+    write_file_atomically(&weights, |p| save_weights(tensors, p))?;
     meta.weights.sha256 = sha256_file(&weights)?;
     // Atomic itself.
     crate::onnx::write_onnx(&net, &dir.join(meta::ONNX_FILE))?;

@@ -121,12 +121,11 @@ impl OnnxGraph {
         let name = self.fresh(prefix);
         let t = t.to_dtype(DType::F32)?;
         let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.initializers.push(TensorProto {
             name: name.clone(),
             dims: t.dims().iter().map(|&d| d as i64).collect(),
             data_type: DataType::Float as i32,
-            raw_data: raw,
+            raw_data: raw(data),
             ..Default::default()
         });
         Ok(name)

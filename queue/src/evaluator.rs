@@ -2,6 +2,7 @@
 //! results.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -275,12 +276,10 @@ fn collect(client: &redis::Client, queue: &Queue, prefix: &str, shared: &Shared)
                     };
                     if r.job.starts_with(prefix) {
                         match state.results.entry(r.job) {
-                            std::collections::hash_map::Entry::Vacant(v) => {
+                            Entry::Vacant(v) => {
                                 v.insert((r.outcome, entry.id.clone()));
                             }
-                            std::collections::hash_map::Entry::Occupied(_) => {
-                                repeats.push(entry.id.clone());
-                            }
+                            Entry::Occupied(_) => repeats.push(entry.id.clone()),
                         }
                     }
                 }

@@ -309,17 +309,7 @@ pub fn export_safetensors(dir: &Path, out: &Path) -> Result<()> {
     let weights = dir.join(meta::WEIGHTS_FILE);
     let (tensors, _) = read_weights(&weights, meta.architecture.cells)?;
     let tensors = canonicalize(&weights, tensors, &meta.architecture)?;
-    let tmp = out.with_extension(format!("safetensors.partial-{}", std::process::id()));
-    let io = |error| Error::Io {
-        path: out.display().to_string(),
-        error,
-    };
-    let saved = candle_core::safetensors::save(&tensors, &tmp)
-        .map_err(Error::from)
-        .and_then(|()| Ok(nasnet_core::fsutil::readable_by_all(&tmp)?));
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    saved?;
-    std::fs::rename(&tmp, out).map_err(io)
+    nasnet_core::fsutil::write_file_atomically(out, |tmp| -> Result<()> {
+        Ok(nasnet_model::dir::save_weights(&tensors, tmp)?)
+    })
 }

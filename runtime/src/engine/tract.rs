@@ -204,16 +204,16 @@ fn read_parts(path: &Path) -> Option<Vec<Vec<u8>>> {
     (!parts.is_empty()).then_some(parts)
 }
 
-/// Part `i` of `k` of a cached model, if it was written by this tract and, as the first part,
-/// reads an image of `size` pixels, or, as the last, gives the two outputs.
-fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> Option<()> {
-    (nnef_written_by(model).as_deref() == Some(TRACT_VERSION)).then_some(())?;
-    if i == 0 {
-        let input = model.input_outlets().ok()?.first().copied()?;
-        let shape = model.outlet_fact(input).ok()?.shape.as_concrete()?.to_vec();
-        (shape == [1, 3, size, size]).then_some(())?;
-    }
-    (i + 1 < k || model.output_outlets().ok()?.len() == 2).then_some(())
+/// Whether part `i` of `k` of a cached model was written by this tract and, as the first
+/// part, reads an image of `size` pixels, or, as the last, gives the two outputs.
+fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> bool {
+    let input_shape = || {
+        let input = *model.input_outlets().ok()?.first()?;
+        Some(model.outlet_fact(input).ok()?.shape.as_concrete()?.to_vec())
+    };
+    nnef_written_by(model).as_deref() == Some(TRACT_VERSION)
+        && (i > 0 || input_shape() == Some(vec![1, 3, size, size]))
+        && (i + 1 < k || model.output_outlets().is_ok_and(|o| o.len() == 2))
 }
 
 /// Writes the model's parts to a cache file atomically (a unique temporary file in the same
@@ -234,8 +234,9 @@ fn store_prepared(
     let mut tmp = builder.tempfile_in(dir)?;
     {
         let mut archive = tar::Builder::new(std::io::BufWriter::new(tmp.as_file_mut()));
+        let nnef = tract_nnef::nnef();
         for (i, part) in parts.iter().enumerate() {
-            let nnef = tract_nnef::nnef()
+            let nnef = nnef
                 .write_to_tar(part, Vec::new())
                 .map_err(std::io::Error::other)?;
             let mut header = tar::Header::new_gnu();
@@ -306,7 +307,9 @@ fn plans(
                     nnef_model(bytes).map_err(|e| backend_err("tract", None, e))
                 })
                 .ok()?;
-                fits(&model, i, k, size)?;
+                if !fits(&model, i, k, size) {
+                    return None;
+                }
                 plan(onnx, model).ok()
             },
         );

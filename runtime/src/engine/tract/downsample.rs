@@ -170,67 +170,49 @@ pub(super) fn replacement(
 mod tests {
     use super::*;
 
-    fn replace_downsample(model: &mut TypedModel) -> TractResult<usize> {
-        super::super::replace_ops(model, replacement)
+    /// Runs tract's `op` on a `[1, 3, 9, 8]` ramp, then the model with the op replaced by
+    /// [`Subsample`]: the same shape and the same values.
+    fn matches_tracts(op: impl Into<Box<dyn TypedOp>>, what: &str) -> TractResult<()> {
+        let shape = [1usize, 3, 9, 8];
+        let x: Vec<f32> = (0..shape.iter().product()).map(|i| i as f32).collect();
+        let x = Tensor::from_shape(&shape, &x)?;
+        let mut model = TypedModel::default();
+        let s = model.add_source("x", f32::fact(shape))?;
+        let y = model.wire_node("op", op, &[s])?;
+        model.select_output_outlets(&y)?;
+        let theirs = model
+            .clone()
+            .into_runnable()?
+            .run(tvec!(x.clone().into()))?;
+        assert_eq!(super::super::replace_ops(&mut model, replacement)?, 1);
+        let ours = model.into_runnable()?.run(tvec!(x.into()))?;
+        assert_eq!(theirs[0].shape(), ours[0].shape(), "{what}");
+        assert_eq!(
+            theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
+            ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
+            "{what}"
+        );
+        Ok(())
     }
 
     #[test]
     fn matches_tracts_downsample() -> TractResult<()> {
-        let shape = [1usize, 3, 9, 8];
-        let x: Vec<f32> = (0..shape.iter().product()).map(|i| i as f32).collect();
-        let x = Tensor::from_shape(&shape, &x)?;
         for (axis, stride, modulo) in [(3, 2, 0), (3, 2, 1), (2, 2, 1), (2, 3, 0), (1, 2, 1)] {
-            let mut model = TypedModel::default();
-            let s = model.add_source("x", f32::fact(shape))?;
             let op = Downsample {
                 axis,
                 stride,
                 modulo,
             };
-            let y = model.wire_node("down", op, &[s])?;
-            model.select_output_outlets(&y)?;
-            let theirs = model
-                .clone()
-                .into_runnable()?
-                .run(tvec!(x.clone().into()))?;
-            assert_eq!(replace_downsample(&mut model)?, 1);
-            let ours = model.into_runnable()?.run(tvec!(x.clone().into()))?;
-            assert_eq!(
-                theirs[0].shape(),
-                ours[0].shape(),
-                "axis {axis} by {stride}"
-            );
-            assert_eq!(
-                theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
-                ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
-                "axis {axis} by {stride} from {modulo}"
-            );
+            matches_tracts(op, &format!("axis {axis} by {stride} from {modulo}"))?;
         }
         Ok(())
     }
 
     #[test]
     fn matches_tracts_slice() -> TractResult<()> {
-        let shape = [1usize, 3, 9, 8];
-        let x: Vec<f32> = (0..shape.iter().product()).map(|i| i as f32).collect();
-        let x = Tensor::from_shape(&shape, &x)?;
         for (axis, start, end) in [(2, 1, 9), (3, 1, 8), (3, 0, 5), (2, 3, 4), (1, 1, 3)] {
-            let mut model = TypedModel::default();
-            let s = model.add_source("x", f32::fact(shape))?;
-            let y = model.wire_node("slice", Slice::new(axis, start, end), &[s])?;
-            model.select_output_outlets(&y)?;
-            let theirs = model
-                .clone()
-                .into_runnable()?
-                .run(tvec!(x.clone().into()))?;
-            assert_eq!(replace_downsample(&mut model)?, 1);
-            let ours = model.into_runnable()?.run(tvec!(x.clone().into()))?;
-            assert_eq!(theirs[0].shape(), ours[0].shape(), "axis {axis}");
-            assert_eq!(
-                theirs[0].try_as_plain_ram()?.as_slice::<f32>()?,
-                ours[0].try_as_plain_ram()?.as_slice::<f32>()?,
-                "axis {axis} from {start} to {end}"
-            );
+            let op = Slice::new(axis, start, end);
+            matches_tracts(op, &format!("axis {axis} from {start} to {end}"))?;
         }
         Ok(())
     }

@@ -49,14 +49,15 @@ pub(super) fn split(model: TypedModel) -> TractResult<Vec<TypedModel>> {
         }
     }
     // The cut after position c crosses the values made at or before c and read after it.
-    let crossing = |c: usize| values.iter().filter(|v| v.1 <= c && v.2 > c).count();
+    let crosses = |v: &&(OutletId, usize, usize), c: usize| v.1 <= c && v.2 > c;
+    let crossing = |c: usize| values.iter().filter(|v| crosses(v, c)).count();
     // Looked for in the middle fifth of the evaluation order, nearest the middle among equals.
     let Some(cut) = (n * 2 / 5..n * 3 / 5).min_by_key(|&c| (crossing(c), c.abs_diff(n / 2))) else {
         return Ok(vec![model]);
     };
     let frontier: Vec<OutletId> = values
         .iter()
-        .filter(|v| v.1 <= cut && v.2 > cut)
+        .filter(|v| crosses(v, cut))
         .map(|v| v.0)
         .collect();
 
