@@ -58,7 +58,8 @@ printf '%-18s %8s %12s %s\n' target seconds executions findings
 for t in "${targets[@]}"; do
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$' || echo "?")
   time=$(grep -o 'stat::.*' "$logs/$t.log" >/dev/null && echo "$secs" || echo "?")
-  found=$(ls "fuzz/artifacts/$t" 2>/dev/null | wc -l)
+  # A target that never ran has no artifacts directory.
+  found=$( (ls "fuzz/artifacts/$t" 2>/dev/null || true) | wc -l)
   printf '%-18s %8s %12s %s\n' "$t" "$time" "$execs" "$found (fuzz/artifacts/$t, log $logs/$t.log)"
 done
 exit $status

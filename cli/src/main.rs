@@ -1,12 +1,25 @@
 //! `nasnet`: import pretrained NASNet-A weights and classify images.
 
+/// `println!` that returns the write's error instead of panicking: output into a closed pipe
+/// (`nasnet models | head -1`) ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
+mod eval;
 mod infer;
 mod plot;
 mod search;
 mod train;
 mod worker;
+mod zoo;
 
-use std::path::{Path, PathBuf};
+use zoo::{CacheAction, ZooArgs};
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -101,46 +114,6 @@ enum ExportFormat {
     Safetensors,
 }
 
-/// Where models come from.
-#[derive(clap::Args)]
-struct ZooArgs {
-    /// A registry file, or the URL of one, adding or overriding entries (also
-    /// $NASNET_REGISTRY).
-    #[arg(long, value_name = "FILE|URL", global = true)]
-    registry: Option<PathBuf>,
-    /// Never touch the network (also HF_HUB_OFFLINE=1).
-    #[arg(long, global = true)]
-    offline: bool,
-}
-
-impl ZooArgs {
-    fn registry(&self) -> anyhow::Result<nasnet_zoo::registry::Registry> {
-        Ok(nasnet_zoo::registry::Registry::load(
-            self.registry.as_deref(),
-        )?)
-    }
-
-    /// A model directory, or a zoo id (`ID[@VERSION]`) pulled on first use.
-    fn model_dir(&self, model: &str) -> anyhow::Result<PathBuf> {
-        let path = Path::new(model);
-        if path.is_dir() {
-            return Ok(path.to_path_buf());
-        }
-        let opts = nasnet_zoo::fetch::PullOptions {
-            offline: self.offline,
-            force: false,
-            progress: !quiet(),
-        };
-        let home = nasnet_runtime::nasnet_home();
-        Ok(nasnet_zoo::fetch::locate(
-            model,
-            &self.registry()?,
-            &home,
-            &opts,
-        )?)
-    }
-}
-
 /// How to run a model (classify, embed).
 #[derive(clap::Args)]
 struct RunArgs {
@@ -182,21 +155,6 @@ impl RunArgs {
         }
         infer::collect(&args, self.recursive)
     }
-}
-
-#[derive(Subcommand)]
-enum CacheAction {
-    /// Each cached model version: id, version, size and directory (the default action).
-    List {
-        /// One JSON object per model version.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove `ID@VERSION`, or every cached version of `ID`.
-    Rm {
-        /// `ID` or `ID@VERSION`.
-        spec: String,
-    },
 }
 
 #[derive(Subcommand)]
@@ -336,7 +294,7 @@ enum Command {
     /// a model directory.
     Train(Box<train::TrainArgs>),
     /// Top-1 / top-5 accuracy of a model on a dataset's test split.
-    Eval(train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// Search the NASNet space for cells (the paper's RL controller, random search or
     /// regularized evolution), training children on a proxy dataset; `search report DIR...`
     /// summarizes searches.
@@ -448,13 +406,13 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Cache { action } => {
             match action.unwrap_or(CacheAction::List { json: false }) {
-                CacheAction::List { json } => cache_list(json)?,
-                CacheAction::Rm { spec } => cache_rm(&spec)?,
+                CacheAction::List { json } => zoo::cache_list(json)?,
+                CacheAction::Rm { spec } => zoo::cache_rm(&spec)?,
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { json, zoo } => {
-            models(&zoo, json)?;
+            zoo::models(&zoo, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pull { spec, force, zoo } => {
@@ -466,7 +424,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 progress: !quiet(),
             };
             let dir = nasnet_zoo::fetch::pull(entry, &nasnet_runtime::nasnet_home(), &opts)?;
-            println!("{}", dir.display());
+            outln!("{}", dir.display())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish {
@@ -493,7 +451,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     to.join(nasnet_zoo::publish::REGISTRY_FILE).display()
                 );
             }
-            println!("{}", serde_json::to_string(&entry)?);
+            outln!("{}", serde_json::to_string(&entry)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Completions { shell } => {
@@ -527,7 +485,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => {
-            train::run_eval(args)?;
+            eval::run_eval(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search(args) => {
@@ -562,153 +520,6 @@ fn run() -> anyhow::Result<ExitCode> {
             })
         }
     }
-}
-
-/// `nasnet models`.
-/// Bytes of the files under `dir`.
-fn dir_size(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
-}
-
-/// Every complete model version in the cache, sorted by id then version.
-fn cached_models(home: &Path) -> Vec<(String, nasnet_core::cache::Version, PathBuf)> {
-    let root = home.join("models");
-    let mut ids: Vec<String> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|id| nasnet_core::cache::is_plain_id(id))
-        .collect();
-    ids.sort();
-    ids.into_iter()
-        .flat_map(|id| {
-            nasnet_core::cache::cached_versions(home, &id)
-                .into_iter()
-                .map(move |(v, p)| (id.clone(), v, p))
-        })
-        .collect()
-}
-
-/// `nasnet cache list`.
-fn cache_list(json: bool) -> anyhow::Result<()> {
-    let home = nasnet_runtime::nasnet_home();
-    let rows = cached_models(&home);
-    if json {
-        for (id, v, dir) in &rows {
-            let row = serde_json::json!({
-                "id": id, "version": v.to_string(), "bytes": dir_size(dir), "dir": dir,
-            });
-            println!("{row}");
-        }
-        return Ok(());
-    }
-    if rows.is_empty() {
-        if !quiet() {
-            eprintln!("no model in the cache ({})", home.join("models").display());
-        }
-        return Ok(());
-    }
-    println!("{:<24} {:<9} {:>10}  directory", "id", "version", "size");
-    let mut total = 0;
-    for (id, v, dir) in &rows {
-        let size = dir_size(dir);
-        total += size;
-        println!(
-            "{id:<24} {:<9} {:>10}  {}",
-            v.to_string(),
-            human_size(size),
-            dir.display()
-        );
-    }
-    println!("{:<24} {:<9} {:>10}", "total", "", human_size(total));
-    Ok(())
-}
-
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
-/// `nasnet cache rm ID[@VERSION]`: each directory is renamed out of the way first, so that no
-/// process ever sees half of it, then deleted.
-fn cache_rm(spec: &str) -> anyhow::Result<()> {
-    let home = nasnet_runtime::nasnet_home();
-    let r = nasnet_core::cache::ModelRef::parse(spec)
-        .with_context(|| format!("{spec}: not a model id (ID or ID@VERSION)"))?;
-    let dirs: Vec<PathBuf> = cached_models(&home)
-        .into_iter()
-        .filter(|(id, v, _)| *id == r.id && r.version.as_ref().is_none_or(|x| *x == v.to_string()))
-        .map(|(_, _, d)| d)
-        .collect();
-    anyhow::ensure!(!dirs.is_empty(), "{spec} is not in the cache");
-    for dir in dirs {
-        let gone =
-            nasnet_core::fsutil::hidden_sibling(&dir, &format!("removed.{}", std::process::id()));
-        std::fs::rename(&dir, &gone)
-            .with_context(|| format!("{}: cannot remove", dir.display()))?;
-        std::fs::remove_dir_all(&gone)
-            .with_context(|| format!("{}: cannot remove", gone.display()))?;
-        if !quiet() {
-            eprintln!("removed {}", dir.display());
-        }
-    }
-    Ok(())
-}
-
-fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
-    let registry = zoo.registry()?;
-    let home = nasnet_runtime::nasnet_home();
-    let mut rows = vec![];
-    for e in &registry.entries {
-        let config = e.config();
-        rows.push(serde_json::json!({
-            "id": e.id,
-            "version": e.version,
-            "params": nasnet_model::init::count_parameters(&config)?,
-            "arch": e.arch_name(),
-            "input_size": config.image_size,
-            "top1": e.accuracy.as_ref().map(|a| a.top1),
-            "cached": nasnet_zoo::fetch::is_cached(e, &home),
-            "license": e.license,
-        }));
-    }
-    if json {
-        for r in rows {
-            println!("{r}");
-        }
-        return Ok(());
-    }
-    println!(
-        "{:<24} {:<9} {:>12} {:>6} {:>7}  cached",
-        "id", "version", "params", "input", "top-1"
-    );
-    for r in rows {
-        let top1 = r["top1"]
-            .as_f64()
-            .map(|t| format!("{t:.1}"))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<24} {:<9} {:>12} {:>6} {:>7}  {}",
-            r["id"].as_str().unwrap_or(""),
-            r["version"].as_str().unwrap_or(""),
-            r["params"].as_u64().unwrap_or(0),
-            r["input_size"].as_u64().unwrap_or(0),
-            top1,
-            if r["cached"] == true { "yes" } else { "no" }
-        );
-    }
-    Ok(())
 }
 
 /// An error message on one line (some decoders put line breaks in theirs).

@@ -227,28 +227,28 @@ fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Res
     for dir in dirs {
         let (kind, children) = read_children(dir)?;
         if children.is_empty() {
-            println!(
+            outln!(
                 "{}: {} search, no finished child yet",
                 dir.display(),
                 kind.name()
-            );
+            )?;
             continue;
         }
         let mut ranked: Vec<&Child> = children.iter().collect();
         ranked.sort_by(|a, b| b.reward.total_cmp(&a.reward));
         let trained: Vec<&Child> = children.iter().filter(|c| !c.cached).collect();
         let secs: f64 = trained.iter().map(|c| c.seconds).sum();
-        println!(
+        outln!(
             "{} ({} search): {} children, {} trained, {:.1} s per trained child",
             dir.display(),
             kind.name(),
             children.len(),
             trained.len(),
             secs / trained.len().max(1) as f64
-        );
-        println!("  rank  id     reward  params    seconds  hash");
+        )?;
+        outln!("  rank  id     reward  params    seconds  hash")?;
         for (r, c) in ranked.iter().take(top).enumerate() {
-            println!(
+            outln!(
                 "  {:>4}  {:<5}  {:.4}  {:>8}  {:>7.1}  {}{}",
                 r + 1,
                 c.id,
@@ -257,17 +257,17 @@ fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Res
                 c.seconds,
                 c.hash,
                 if c.cached { " (cached)" } else { "" }
-            );
+            )?;
         }
         let [best, top5, top25] = curves(&children);
         let last = |v: &Vec<(f64, f64)>| v.last().map_or(0.0, |p| p.1);
-        println!(
+        outln!(
             "  after {} children: best {:.4}, top-5 mean {:.4}, top-25 mean {:.4}",
             children.len(),
             last(&best),
             last(&top5),
             last(&top25)
-        );
+        )?;
         let name = kind.name().to_string();
         panels[0].push((name.clone(), best));
         panels[1].push((name.clone(), top5));
@@ -303,7 +303,7 @@ fn report(dirs: &[PathBuf], top: usize, plot_path: Option<&Path>) -> anyhow::Res
         })
         .collect();
     plot::write_panels(&path, &panels)?;
-    println!("plot: {}", path.display());
+    outln!("plot: {}", path.display())?;
     Ok(())
 }
 
@@ -314,7 +314,7 @@ fn write_best(dir: &Path, g: &Genotype) -> anyhow::Result<()> {
     let tmp = dir.join("best_genotype.json.partial");
     std::fs::write(&tmp, g.to_json()).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &json).with_context(|| format!("cannot write {}", json.display()))?;
-    println!("  best genotype: {}", json.display());
+    outln!("  best genotype: {}", json.display())?;
     for (name, cell) in [("normal", &g.normal), ("reduction", &g.reduction)] {
         let path = dir.join(format!("best_{name}.dot"));
         std::fs::write(&path, cell_dot(name, cell))
@@ -332,7 +332,7 @@ fn write_best(dir: &Path, g: &Genotype) -> anyhow::Result<()> {
                 drawn.push(out.display().to_string());
             }
         }
-        println!(
+        outln!(
             "  {name} cell: {}{}",
             path.display(),
             if drawn.is_empty() {
@@ -340,7 +340,7 @@ fn write_best(dir: &Path, g: &Genotype) -> anyhow::Result<()> {
             } else {
                 format!(", {}", drawn.join(", "))
             }
-        );
+        )?;
     }
     Ok(())
 }

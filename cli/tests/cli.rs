@@ -566,17 +566,7 @@ fn png_declaring(side: u32) -> Vec<u8> {
 fn bombs_and_truncated_photos_are_errors_and_the_rest_run() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
-    ok(&nasnet().run(&[
-        "synthetic",
-        "--arch",
-        "nasnet-a-mobile",
-        "--filters",
-        "8",
-        "--stem-multiplier",
-        "0.25",
-        "-o",
-        model.to_str().unwrap(),
-    ]));
+    nasnet().small_model(&model, None);
     let photo = fixture("../images/chelsea.jpg");
     let cut = dir.path().join("cut.jpg");
     std::fs::write(&cut, &std::fs::read(&photo).unwrap()[..2000]).unwrap();
@@ -714,6 +704,32 @@ fn classify_writes_csv_with_synsets_and_completions_are_generated() {
             script.contains("classify") && script.contains("top-k"),
             "{shell}"
         );
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let search = root.join("runs/search-rl");
+    let search = search.to_str().unwrap();
+    let plot = tempfile::tempdir().unwrap();
+    let plot = plot.path().join("search.svg");
+    for args in [
+        vec!["models", "--offline"],
+        vec!["search", "report", search, "--plot", plot.to_str().unwrap()],
+    ] {
+        // The reader is gone before the command writes a byte (`nasnet models | head -0`).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = nasnet()
+            .command()
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {e}", out.status);
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
     }
 }
 
