@@ -709,14 +709,26 @@ fn classify_writes_csv_with_synsets_and_completions_are_generated() {
 
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let search = root.join("runs/search-rl");
-    let search = search.to_str().unwrap();
-    let plot = tempfile::tempdir().unwrap();
-    let plot = plot.path().join("search.svg");
+    let tmp = tempfile::tempdir().unwrap();
+    let (search, plot) = (tmp.path().join("search"), tmp.path().join("search.svg"));
+    let (search, plot) = (search.to_str().unwrap(), plot.to_str().unwrap());
     for args in [
         vec!["models", "--offline"],
-        vec!["search", "report", search, "--plot", plot.to_str().unwrap()],
+        // A search prints its report when it ends.
+        vec![
+            "search",
+            "--strategy",
+            "random",
+            "--dataset",
+            "synthetic:120",
+            "--budget",
+            "2",
+            "--workers",
+            "1",
+            "-o",
+            search,
+        ],
+        vec!["search", "report", search, "--plot", plot],
     ] {
         // The reader is gone before the command writes a byte (`nasnet models | head -0`).
         let (reader, writer) = std::io::pipe().unwrap();
@@ -731,6 +743,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(out.status.success(), "{args:?}: {:?} {e}", out.status);
         assert!(!e.contains("panicked"), "{args:?}: {e}");
     }
+    assert!(Path::new(search).join("journal.jsonl").is_file());
 }
 
 #[test]
