@@ -13,6 +13,8 @@
 //! one thread at a time. Built with `--no-default-features --features tract` the library
 //! needs neither ONNX Runtime nor Candle.
 
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
 // In the order of the header: the edge, then opening, then running.
 mod edge;
 

@@ -213,6 +213,10 @@ enum Command {
         zoo: ZooArgs,
     },
     /// Download, verify and convert a model of the registry into the cache.
+    #[command(after_help = "Examples:
+  nasnet pull nasnet-a-mobile                       # the newest version
+  nasnet pull nasnet-a-large@1.0.0 --force          # convert again
+  nasnet pull my-model --registry https://example.org/zoo/registry.json")]
     Pull {
         /// `ID` (newest version) or `ID@VERSION`.
         spec: String,
@@ -266,6 +270,12 @@ enum Command {
         output: PathBuf,
     },
     /// Classify images, or preprocessed float32 NCHW tensors in `.npy` files.
+    #[command(after_help = "Examples:
+  nasnet classify photo.jpg                         # nasnet-a-mobile, pulled on first use
+  nasnet classify --model nasnet-a-fashion-mnist --top-k 1 examples/images   # bundled, offline
+  nasnet classify --model nasnet-a-large --recursive --format csv photos/ > predictions.csv
+  find photos -name '*.jpg' | nasnet classify --files-from - --format json
+  nasnet classify --backend ort --device cuda:0 --batch-size 32 photos/")]
     Classify {
         #[command(flatten)]
         run: RunArgs,
@@ -292,12 +302,22 @@ enum Command {
     },
     /// Train a NASNet network (or fine-tune a model) on a dataset; the run directory ends up
     /// a model directory.
+    #[command(after_help = "Examples:
+  nasnet train --dataset fashion-mnist:DIR --cells 2 --filters 8 --epochs 5 -o runs/fmnist
+  nasnet train --dataset cifar10:DIR --genotype runs/search-rl/best_genotype.json -o runs/searched
+  nasnet train --from nasnet-a-mobile --train head --dataset folder:photos --epochs 3 -o runs/tuned
+  nasnet train --dataset fashion-mnist:DIR --resume -o runs/fmnist   # continue after a stop")]
     Train(Box<train::TrainArgs>),
     /// Top-1 / top-5 accuracy of a model on a dataset's test split.
     Eval(eval::EvalArgs),
     /// Search the NASNet space for cells (the paper's RL controller, random search or
     /// regularized evolution), training children on a proxy dataset; `search report DIR...`
     /// summarizes searches.
+    #[command(after_help = "Examples:
+  nasnet search --dataset synthetic --budget 200 -o runs/try       # the machinery, in seconds
+  nasnet search --strategy rl --dataset fashion-mnist:DIR --budget 60 -o runs/search-rl
+  nasnet search --dataset cifar10:DIR --redis redis://127.0.0.1:6379/ --workers 8 -o runs/big
+  nasnet search report runs/search-rl runs/search-random --plot search.svg")]
     Search(Box<search::SearchArgs>),
     /// Train the children that `nasnet search --redis URL` publishes, until stopped; run any
     /// number, on any machines that reach the Redis server and the dataset.
@@ -558,6 +578,22 @@ mod tests {
         }
         for sub in cmd.get_subcommands() {
             undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn the_everyday_commands_show_examples() {
+        let cli = super::Cli::command();
+        for name in ["classify", "pull", "train", "search", "publish"] {
+            let sub = cli.find_subcommand(name).expect(name);
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.starts_with("Examples:") && help.contains(&format!("nasnet {name}")),
+                "{name}: {help}"
+            );
         }
     }
 
