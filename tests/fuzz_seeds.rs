@@ -58,8 +58,8 @@ fn mutate(rng: &mut fastrand::Rng, seed: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The seeds and findings of `target`, then `mutants` mutants of its seeds. A panic names the
-/// input; a mutant that fails is written to `target/fuzz-smoke/TARGET/` to replay.
+/// The seeds and findings of `target`, then `mutants` mutants of its seeds. A mutant that
+/// panics is written to `target/fuzz-smoke/TARGET/` to replay, and named.
 fn replay(target: &str, mutants: usize, f: impl Fn(&[u8])) {
     let inputs = inputs(target);
     for (p, bytes) in &inputs {
@@ -78,12 +78,12 @@ fn replay(target: &str, mutants: usize, f: impl Fn(&[u8])) {
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join(format!("mutant-{i}"));
             std::fs::write(&path, &m).unwrap();
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            panic!("{target}: mutant {i} ({}) panicked: {msg}", path.display());
+            // The panic's own message is already printed, by the default hook.
+            eprintln!(
+                "{target}: mutant {i} panicked; its bytes: {}",
+                path.display()
+            );
+            std::panic::resume_unwind(panic);
         }
     }
     eprintln!(
