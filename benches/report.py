@@ -8,8 +8,9 @@ Runtime's Python package on the same ONNX and, where PyTorch is installed (with
 pretrainedmodels for Mobile, timm for Large), on the graph `torch.onnx.export` writes and
 PyTorch eager; then `nasnet classify` end to end on ten 640x480 and ten 12 MP JPEGs per
 backend (per image, and as a ratio to the same backend's inference), `nasnet classify` from
-start to first result (second start on), peak RSS, and the size of the tract-only C library
-from the mobile profile. Every figure that is compared is a ratio between runs made here, in
+start to first result (second start on), peak RSS, and the C library as apps get it: each
+configuration's size, gzip size, Mobile batch-1 latency and open to first result
+(benches/library.py). Every figure that is compared is a ratio between runs made here, in
 interleaved rounds: the absolute speed of a machine drifts by tens of percent between runs.
 
 Needs: numpy, onnxruntime, pillow, matplotlib (benches/requirements.txt); torch,
@@ -32,6 +33,7 @@ import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "benches", "compare"))
+sys.path.insert(0, os.path.join(ROOT, "benches"))
 from compare import median_ms, torch_model  # noqa: E402  (the same timing as compare.py)
 NASNET = os.path.join(ROOT, "target", "release", "nasnet")
 LATENCY = os.path.join(ROOT, "target", "release", "examples", "latency")
@@ -169,15 +171,13 @@ def end_to_end(model_dir, sets, args):
     return out
 
 
-LIBRARY_BUILD = ["build", "--profile", "mobile", "-q", "--locked", "-p", "nasnet-bindings",
-                 "--no-default-features", "--features", "tract"]
-
-
-def library_size():
-    """Bytes of the library that ships in apps: tract only, the mobile profile (fat LTO, one
-    codegen unit, stripped)."""
-    cargo(*LIBRARY_BUILD)
-    return os.path.getsize(os.path.join(ROOT, "target", "mobile", "libnasnet.so"))
+def library(model_dir, args):
+    """The C library's configurations (benches/library.py) on the Mobile model, with its NNEF
+    form written beside its ONNX graph."""
+    import library as lib
+    subprocess.run([NASNET, "export", "--model", model_dir, "--format", "nnef", "-o",
+                    os.path.join(model_dir, "model.nnef.tar")], check=True, stderr=subprocess.DEVNULL)
+    return lib.table(model_dir, args.runs, args.threads, args.rounds)
 
 
 def chart(results, path):
@@ -201,7 +201,7 @@ def chart(results, path):
     fig.savefig(path)
 
 
-def report(inf, e2e, lib_bytes, args, took):
+def report(inf, e2e, lib_rows, args, took):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     lines = [
@@ -243,12 +243,16 @@ def report(inf, e2e, lib_bytes, args, took):
             lines.append(f"| {backend} | {r['vga']:.1f} | {r['vga'] / inf_ms:.2f}x | {r['12mp']:.1f} | "
                          f"{r['12mp'] / inf_ms:.2f}x | {r['first']:.2f} | {r['12mp_rss']:.0f} |")
         lines.append("")
-    if lib_bytes is not None:
+    if lib_rows:
+        import library as lib
         lines += ["## The C library", "",
-                  f"`libnasnet.so` as it ships in apps, with the tract backend only (`cargo "
-                  f"{' '.join(a for a in LIBRARY_BUILD if a not in ('-q', '--locked'))}`: fat LTO, "
-                  f"one codegen unit, stripped): {lib_bytes / 1e6:.1f} MB "
-                  f"({lib_bytes / 2**20:.1f} MiB).", ""]
+                  "`libnasnet.so` as apps get it: `cargo build --profile mobile -p nasnet-bindings "
+                  "--no-default-features --features FEATURES` (fat LTO, one codegen unit, size-optimized "
+                  "graph code with the kernels at opt-level 3, stripped). Latency is "
+                  "`nasnet_classify_tensor` on Mobile through ctypes, the ratio to the first row; open "
+                  "to first result from the second open on (the ONNX row's prepared-model cache warm). "
+                  "The ONNX rows open `model.onnx`, the NNEF rows `model.nnef.tar`.", "",
+                  *lib.markdown(lib_rows), ""]
     lines += summary(inf, e2e)
     return "\n".join(lines)
 
@@ -310,7 +314,6 @@ def main():
     cargo("build", "--release", "-q", "--locked", "--example", "latency")
     tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
     try:
-        lib_bytes = library_size()
         models = {}
         for arch in ["mobile"] + ([] if args.skip_large else ["large"]):
             models[arch] = os.path.join(tmp, arch)
@@ -318,9 +321,10 @@ def main():
                            check=True, stdout=subprocess.DEVNULL)
         inf = {arch: inference(arch, d, args) for arch, d in models.items()}
         e2e = end_to_end(models["mobile"], photos(tmp), args)
+        lib_rows = library(models["mobile"], args)
         svg = os.path.splitext(args.out)[0] + ".svg"
         chart(inf, svg)
-        text = report(inf, e2e, lib_bytes, args, time.perf_counter() - start)
+        text = report(inf, e2e, lib_rows, args, time.perf_counter() - start)
         part = args.out + ".partial"
         with open(part, "w") as f:
             f.write(text)

@@ -25,17 +25,25 @@ pub fn preprocess(data: &[u8]) {
     let _ = nasnet_core::preprocess::load_image_from_memory(data, Path::new("fuzz"), &p);
 }
 
-/// `runtime::Model::open` with tract on a mutated `model.onnx` beside `model`'s `model.json`,
-/// and a run when it opens.
+/// `runtime::Model::open` with tract on a mutated `model.onnx` or `model.nnef.tar` beside
+/// `model`'s `model.json`, and a run when it opens.
 pub fn model_open(data: &[u8], model: &Path, scratch: &Path) {
     use nasnet_runtime::{Backend, Model, Options, TractCache};
     let json = model.join("model.json");
+    // A tar archive (`ustar` at byte 257) is read as the NNEF model, anything else as ONNX.
+    let nnef = data.get(257..262) == Some(b"ustar".as_slice());
+    let (file, other) = if nnef {
+        ("model.nnef.tar", "model.onnx")
+    } else {
+        ("model.onnx", "model.nnef.tar")
+    };
+    let _ = std::fs::remove_file(scratch.join(other));
     if std::fs::copy(&json, scratch.join("model.json")).is_err()
-        || std::fs::write(scratch.join("model.onnx"), data).is_err()
+        || std::fs::write(scratch.join(file), data).is_err()
     {
         return;
     }
-    // The ONNX file is what is under test: no prepared-model file written for each input.
+    // The model file is what is under test: no prepared-model file written for each input.
     let opts = Options {
         backend: Backend::Tract,
         threads: Some(1),

@@ -100,13 +100,52 @@ $vg "$work/threads" "$work/model" "${images[0]}" 2 1
 $vg "$work/misuse" "$work/model" "${images[0]}"
 echo "bindings: valgrind found no leaks and no errors"
 
+# The app build: tract reading NNEF only, no ONNX front end, the compact resizer (features
+# `nnef,decode,compact`; the pixels-only build leaves `decode` out too), installed the same
+# way into the same prefix, on the model's NNEF form alone: the example prints what the CLI
+# prints, and the misuse table and the example pass under valgrind.
+nnef_model=$work/nnef-model
+mkdir -p "$nnef_model"
+cp "$work/model/model.json" "$nnef_model/"
+./target/release/nasnet export --model "$work/model" --format nnef -o "$nnef_model/model.nnef.tar"
+rm -rf "$prefix"
+cargo cinstall --release --locked -p nasnet-bindings --no-default-features --features nnef,decode,compact \
+  --target-dir target/capi --prefix "$prefix" --libdir "$prefix/lib" >&2
+if readelf -Ws --dyn-syms "$prefix/lib/libnasnet.so" | grep -qi "onnx"; then
+  echo "bindings: the NNEF-only library exports ONNX symbols" >&2
+  exit 1
+fi
+build classify-nnef bindings/examples/classify.c
+build misuse-nnef bindings/tests/misuse.c
+"$work/classify-nnef" --top-k 5 "$nnef_model" "${images[@]}" > "$work/c-nnef.jsonl"
+./target/release/nasnet classify --model "$nnef_model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli-nnef.jsonl"
+python3 - "$work/cli-nnef.jsonl" "$work/c-nnef.jsonl" <<'PY'
+import json, sys
+cli, c = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
+assert len(c) == len(cli) == 2, (len(c), len(cli))
+for a, b in zip(c, cli):
+    assert a["input"] == b["input"] and a["backend"] == b["backend"], (a, b)
+    assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
+    for p, q in zip(a["predictions"], b["predictions"]):
+        assert abs(p["logit"] - q["logit"]) <= 1e-6 * max(1.0, abs(q["logit"])), (p, q)
+print("bindings: the NNEF-only library (no tract-onnx) prints what `nasnet classify --json` prints")
+PY
+$vg "$work/classify-nnef" --check-errors "$nnef_model" "${images[0]}" > /dev/null
+$vg "$work/misuse-nnef" "$nnef_model" "${images[0]}"
+echo "bindings: the NNEF-only library passes the misuse table under valgrind"
+
 # The fuzz smoke run: random sizes, strides, formats and output lengths through
 # nasnet_classify_image; a crash, a leak or a failed check stops the tests.
 ./scripts/fuzz.sh -t "${FUZZ_SECONDS:-60}" c_classify_image
 
-# The mobile build: tract only, no ONNX Runtime, no Candle in its dependency tree.
+# The mobile builds: tract only, no ONNX Runtime, no Candle in the dependency tree; the app
+# build (NNEF, pixels only) without tract's ONNX front end and without image decoders.
 if cargo tree --locked -p nasnet-bindings --no-default-features --features tract -e normal | grep -E " (candle-[a-z]+|ort|ort-sys) v"; then
   echo "bindings: the tract-only build depends on Candle or ONNX Runtime" >&2
   exit 1
 fi
-echo "bindings: the tract-only build needs neither ONNX Runtime nor Candle"
+if cargo tree --locked -p nasnet-bindings --no-default-features --features nnef -e normal | grep -E " (candle-[a-z]+|ort|ort-sys|tract-onnx|tract-hir|prost|image|jpeg-decoder|zune-jpeg|png) v"; then
+  echo "bindings: the NNEF-only, pixels-only build depends on an ONNX front end or image decoders" >&2
+  exit 1
+fi
+echo "bindings: the tract-only build needs neither ONNX Runtime nor Candle; the app build (nnef) has no ONNX front end and no image decoders"

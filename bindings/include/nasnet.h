@@ -254,9 +254,11 @@ enum NasnetStatus nasnet_options_set_tract_cache(struct NasnetOptions *options,
                                                  const char *dir);
 
 /**
- * Opens a model directory (`model.json` + `model.onnx`) with `options` (null: the defaults;
- * options made for another ABI version fail with `NASNET_STATUS_ABI_MISMATCH`). On success
- * `*out` holds a handle to close with [`nasnet_model_close`].
+ * Opens a model directory (`model.json` + `model.nnef.tar` or `model.onnx`; tract reads the
+ * NNEF file where there is one, and a library built with the `nnef` feature alone reads
+ * nothing else) with `options` (null: the defaults; options made for another ABI version fail
+ * with `NASNET_STATUS_ABI_MISMATCH`). On success `*out` holds a handle to close with
+ * [`nasnet_model_close`].
  *
  * # Safety
  * `dir` is null or a NUL-terminated string; `options` is null or a live handle from
@@ -363,7 +365,8 @@ enum NasnetStatus nasnet_classify_images(const struct NasnetModel *model,
                                          size_t *written);
 
 /**
- * Classifies an image file (JPEG, PNG, WebP, BMP, GIF).
+ * Classifies an image file (JPEG, PNG, WebP, BMP, GIF). A library built without the `decode`
+ * feature (the pixels-only app build) answers `NASNET_STATUS_UNAVAILABLE`.
  *
  * # Safety
  * `model` is null or a live handle; `path` is null or a NUL-terminated string; `out` is null

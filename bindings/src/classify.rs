@@ -294,7 +294,8 @@ pub unsafe extern "C" fn nasnet_classify_images(
     })
 }
 
-/// Classifies an image file (JPEG, PNG, WebP, BMP, GIF).
+/// Classifies an image file (JPEG, PNG, WebP, BMP, GIF). A library built without the `decode`
+/// feature (the pixels-only app build) answers `NASNET_STATUS_UNAVAILABLE`.
 ///
 /// # Safety
 /// `model` is null or a live handle; `path` is null or a NUL-terminated string; `out` is null

@@ -11,7 +11,9 @@
 //! Threads: a [`NasnetModel`] may be used from several threads at once, except
 //! [`nasnet_model_close`], which must be the last call on it; an [`NasnetOptions`] belongs to
 //! one thread at a time. Built with `--no-default-features --features tract` the library
-//! needs neither ONNX Runtime nor Candle.
+//! needs neither ONNX Runtime nor Candle; with `--features nnef` alone (the app build) it also
+//! leaves out tract's ONNX front end and the image decoders: it opens `model.nnef.tar` and
+//! classifies pixels and tensors (add `decode` for files).
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 

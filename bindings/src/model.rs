@@ -76,9 +76,11 @@ unsafe fn open_into(
     unsafe { put(out, Box::into_raw(Box::new(m)), "out") }
 }
 
-/// Opens a model directory (`model.json` + `model.onnx`) with `options` (null: the defaults;
-/// options made for another ABI version fail with `NASNET_STATUS_ABI_MISMATCH`). On success
-/// `*out` holds a handle to close with [`nasnet_model_close`].
+/// Opens a model directory (`model.json` + `model.nnef.tar` or `model.onnx`; tract reads the
+/// NNEF file where there is one, and a library built with the `nnef` feature alone reads
+/// nothing else) with `options` (null: the defaults; options made for another ABI version fail
+/// with `NASNET_STATUS_ABI_MISMATCH`). On success `*out` holds a handle to close with
+/// [`nasnet_model_close`].
 ///
 /// # Safety
 /// `dir` is null or a NUL-terminated string; `options` is null or a live handle from

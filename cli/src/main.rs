@@ -111,6 +111,9 @@ enum Pooling {
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
     Onnx,
+    /// tract's NNEF: the prepared graph, read without an ONNX front end (the app library's
+    /// model format).
+    Nnef,
     Safetensors,
 }
 
@@ -255,14 +258,15 @@ enum Command {
         #[arg(long, default_value = "apache-2.0")]
         license: String,
     },
-    /// Write a model directory's network as ONNX or its weights as safetensors.
+    /// Write a model directory's network as ONNX or NNEF, or its weights as safetensors.
     Export {
         /// A model directory, or a zoo id `ID[@VERSION]` (pulled on first use).
         #[arg(long, value_name = "DIR|ID")]
         model: String,
         #[command(flatten)]
         zoo: ZooArgs,
-        /// What to write: the ONNX graph or the canonical safetensors weights.
+        /// What to write: the ONNX graph, tract's NNEF (`model.nnef.tar` in a model directory,
+        /// which the NNEF-only C library opens) or the canonical safetensors weights.
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// The file to write (through a temporary file and a rename).
@@ -415,6 +419,7 @@ fn run() -> anyhow::Result<ExitCode> {
                     let (_, net) = nasnet_model::load_model_dir(&model, &candle_core::Device::Cpu)?;
                     nasnet_model::onnx::write_onnx(&net, &output)?
                 }
+                ExportFormat::Nnef => zoo::export_nnef(&model, &output)?,
                 ExportFormat::Safetensors => {
                     nasnet_zoo::import::export_safetensors(&model, &output)?
                 }

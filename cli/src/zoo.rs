@@ -213,3 +213,39 @@ pub fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Writes the network of the model directory `dir` as tract's NNEF to `out`: from its
+/// `model.onnx` where it has one, else from its weights through a temporary ONNX export.
+/// Written as the directory's own `model.nnef.tar`, its sha256 goes into `model.json`, so that
+/// `nasnet publish` carries it and a pull verifies it.
+pub fn export_nnef(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    use nasnet_core::meta::{FileDigest, META_FILE, ModelMeta, NNEF_FILE, ONNX_FILE};
+    let mut meta = ModelMeta::load(dir)?;
+    let onnx = dir.join(ONNX_FILE);
+    let scratch = tempfile::tempdir().context("a temporary directory for the ONNX export")?;
+    let onnx = if onnx.is_file() {
+        onnx
+    } else {
+        let (_, net) = nasnet_model::load_model_dir(dir, &candle_core::Device::Cpu)?;
+        let tmp = scratch.path().join(ONNX_FILE);
+        nasnet_model::onnx::write_onnx(&net, &tmp)?;
+        tmp
+    };
+    nasnet_runtime::write_nnef(&onnx, meta.preprocessing.crop, out)?;
+    // `out` is the directory's own NNEF file when it is named so and lies in `dir`.
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let own = out.file_name().is_some_and(|n| n == NNEF_FILE)
+        && parent.unwrap_or(Path::new(".")).canonicalize().ok() == dir.canonicalize().ok();
+    if own {
+        meta.nnef = Some(FileDigest {
+            file: NNEF_FILE.into(),
+            sha256: nasnet_core::fsutil::sha256_file(out)?,
+        });
+        let json = meta.to_json();
+        let path = dir.join(META_FILE);
+        nasnet_core::fsutil::write_file_atomically(&path, |p| {
+            std::fs::write(p, &json).map_err(nasnet_core::fsutil::io(p))
+        })?;
+    }
+    Ok(())
+}

@@ -298,6 +298,11 @@ fn cache_offline_checksum_truncation_and_overrides() {
     assert_eq!(out.lines().count(), 1);
     let after_first = env.server.requests();
     assert_eq!(after_first, 1);
+    // The weights live on in the model directory: the converted download is gone.
+    assert!(
+        !home.join("downloads/mobile.pth").exists(),
+        "the download is removed once converted"
+    );
     // Second time: from the cache, no request; offline too.
     env.ok(&["classify", "--registry", reg, photo]);
     env.ok(&["classify", "--registry", reg, "--offline", photo]);
@@ -608,4 +613,93 @@ fn publish_host_pull_and_classify_with_the_runs_logits() {
     );
     let cached = env.ok(&["cache", "list", "--json"]);
     assert!(!cached.contains("tiny"), "{cached}");
+}
+
+/// `nasnet export --format nnef` into a run records the file in its `model.json`; tract then
+/// reads it and answers as from `model.onnx`; `nasnet publish` carries it (a file that differs
+/// from what `model.json` records is refused) and a pull verifies it.
+#[test]
+fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
+    let env = Env::new();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let run = env.dir.path().join("run");
+    env.cli().small_model(&run, Some(10));
+    let x = env.dir.path().join("x.npy");
+    synthetic_input(1, 224).unwrap().write_npy(&x).unwrap();
+    let logits = |model: &str| -> Vec<f64> {
+        let out = env.ok(&[
+            "classify",
+            "--model",
+            model,
+            "--backend",
+            "tract",
+            "--json",
+            "--top-k",
+            "10",
+            &path(&x),
+        ]);
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let mut l = vec![0f64; 10];
+        for p in v["predictions"].as_array().unwrap() {
+            l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap();
+        }
+        l
+    };
+    let onnx = logits(&path(&run));
+    let nnef = run.join("model.nnef.tar");
+    env.ok(&[
+        "export",
+        "--model",
+        &path(&run),
+        "--format",
+        "nnef",
+        "-o",
+        &path(&nnef),
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["nnef"]["sha256"].as_str(),
+        Some(sha256(&std::fs::read(&nnef).unwrap()).as_str())
+    );
+    let from_nnef = logits(&path(&run));
+    let scale = onnx.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for (a, b) in from_nnef.iter().zip(&onnx) {
+        assert!((a - b).abs() <= 1e-5 * scale, "{from_nnef:?} vs {onnx:?}");
+    }
+
+    let zoo = env.dir.path().join("zoo");
+    let publish = |version: &str| {
+        env.cli().run(&[
+            "publish",
+            &path(&run),
+            "--id",
+            "tiny",
+            "--version",
+            version,
+            "--to",
+            &path(&zoo),
+        ])
+    };
+    let published = nasnet_testsupport::cli::ok(&publish("1.0.0"));
+    let entry: serde_json::Value = serde_json::from_str(published.trim()).unwrap();
+    let files = entry["sources"][0]["files"].as_object().unwrap();
+    assert!(files.contains_key("model.nnef.tar"), "{entry}");
+    let registry = zoo.join("registry.json");
+    env.ok(&["pull", "tiny@1.0.0", "--registry", &path(&registry)]);
+    let cached = env.dir.path().join("home/models/tiny/1.0.0");
+    assert_eq!(
+        std::fs::read(cached.join("model.nnef.tar")).unwrap(),
+        std::fs::read(&nnef).unwrap()
+    );
+
+    // An NNEF file other than the one model.json records is not published.
+    std::fs::write(&nnef, b"another file").unwrap();
+    let out = publish("1.1.0");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model.nnef.tar") && err.contains("differs from the sha256"),
+        "{err}"
+    );
 }

@@ -2,8 +2,8 @@
 //! space as data (operations, cells, genotypes, the published NASNet-A cells), network
 //! configurations and presets, `model.json` (the metadata that travels with a model from the
 //! importer or trainer to the runtimes), the cache layout (`models/ID/VERSION`), the seeded
-//! generator every random choice uses, and, with the `image` feature, image decoding and the
-//! evaluation transform.
+//! generator every random choice uses, and, with the `pixels` feature, the evaluation transform
+//! of pixels in memory (the `image` feature adds decoding image files).
 
 #![warn(missing_docs)]
 
@@ -11,7 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod fsutil;
 pub mod meta;
-#[cfg(feature = "image")]
+#[cfg(feature = "pixels")]
 pub mod preprocess;
 pub mod rng;
 pub mod space;

@@ -13,6 +13,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "model.json";
 /// Name of the weights file: safetensors under the PyTorch state-dict names.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the NNEF export: tract's own format, a tar archive of the decluttered graph for one
+/// image, which tract reads without an ONNX front end (the form apps ship).
+pub const NNEF_FILE: &str = "model.nnef.tar";
 /// Name of the ONNX export (inputs and outputs named by the `ONNX_*` constants).
 pub const ONNX_FILE: &str = "model.onnx";
 /// The ONNX model's input: `[N, 3, S, S]` float32, preprocessed as [`Preprocessing`] says.
@@ -130,6 +133,9 @@ pub struct ModelMeta {
     pub training: Option<Training>,
     /// The weights file in the same directory.
     pub weights: FileDigest,
+    /// The NNEF export in the same directory ([`NNEF_FILE`]), where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef: Option<FileDigest>,
 }
 
 /// A `model.json` that cannot be used.

@@ -1,16 +1,24 @@
 //! The evaluation transform, exactly as `model.json` describes it: decode (EXIF orientation
 //! applied), RGB, resize the shorter side (torchvision `Resize(int)` rule), center crop
 //! (torchvision `CenterCrop` rounding), scale to [0, 1], normalize with mean/std, CHW layout.
+//!
+//! The transform of pixels in memory needs only the `pixels` feature (the resizer); decoding
+//! files (JPEG, PNG, WebP, BMP, GIF) is the `image` feature's, which camera apps that hand
+//! over pixels can leave out.
 
+#[cfg(feature = "image")]
 use std::path::Path;
 
 use crate::meta::{Interpolation, Preprocessing};
+#[cfg(feature = "image")]
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 /// File extensions (lowercase) of the image formats this build decodes.
+#[cfg(feature = "image")]
 pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
 
 /// Whether `path` names an image file by its extension (any case).
+#[cfg(feature = "image")]
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
@@ -29,6 +37,7 @@ pub enum ImageError {
         error: std::io::Error,
     },
     /// The format is unknown or the content is corrupt.
+    #[cfg(feature = "image")]
     #[error("{path}: cannot decode image: {error}")]
     Decode {
         /// The image file.
@@ -38,6 +47,7 @@ pub enum ImageError {
     },
     /// The image is larger than the decoder's limits allow (a decompression bomb, or a
     /// picture far beyond any camera's).
+    #[cfg(feature = "image")]
     #[error("{path}: image too large to decode: {error} (limits: {MAX_SIDE} pixels a side, {} MiB of pixels)", MAX_ALLOC >> 20)]
     TooLarge {
         /// The image file.
@@ -73,6 +83,7 @@ pub const MAX_ALLOC: u64 = 1 << 30;
 /// Where the entropy-coded data of a JPEG stops short of its end-of-image marker, if it does.
 /// Walks the marker segments (skipping each by its length) and the scans (skipping stuffed
 /// bytes and restart markers); a baseline or progressive file must reach `FF D9`.
+#[cfg(feature = "image")]
 fn jpeg_truncation(b: &[u8]) -> Option<String> {
     let seg_len = |i: usize| -> Option<usize> {
         Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]) as usize)
@@ -132,11 +143,13 @@ fn jpeg_truncation(b: &[u8]) -> Option<String> {
 /// Decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame) within [`MAX_SIDE`] and
 /// [`MAX_ALLOC`] and applies its EXIF orientation. A JPEG cut short is an error, not a
 /// picture padded with gray.
+#[cfg(feature = "image")]
 pub fn decode(path: &Path) -> Result<DynamicImage, ImageError> {
     let bytes = read(path)?;
     decode_bytes(path, &bytes)
 }
 
+#[cfg(feature = "image")]
 fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     std::fs::read(path).map_err(|error| ImageError::Io {
         path: path.display().to_string(),
@@ -144,6 +157,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     })
 }
 
+#[cfg(feature = "image")]
 fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     let p = || path.display().to_string();
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
@@ -176,6 +190,7 @@ fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage, ImageError> {
     non_empty(path, img)
 }
 
+#[cfg(feature = "image")]
 fn non_empty(path: &Path, img: DynamicImage) -> Result<DynamicImage, ImageError> {
     if img.width() == 0 || img.height() == 0 {
         return Err(ImageError::Empty {
@@ -189,6 +204,7 @@ fn non_empty(path: &Path, img: DynamicImage) -> Result<DynamicImage, ImageError>
 
 /// A decoded picture that may be smaller than the file's: JPEG's DCT scaling decodes a
 /// large photo at 1/2, 1/4 or 1/8 of its size for a fraction of the work.
+#[cfg(feature = "image")]
 struct Picture {
     img: DynamicImage,
     /// The full size, after EXIF orientation (equal to `img`'s unless the decode was scaled).
@@ -199,12 +215,14 @@ struct Picture {
 /// the floor for an antialiased resize to stay close to a full decode; four times keeps a
 /// 12 MP photo within half a gray level of PIL's full-size pipeline on average
 /// (`runtime/tests/preprocess.rs`), for a tenth more time than twice.
+#[cfg(feature = "image")]
 const DCT_MARGIN: u32 = 4;
 
 /// Decodes `path` for a transform that resizes the shorter side to `resize`: a JPEG at least
 /// `2 * DCT_MARGIN` times that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
 /// keeps the shorter side at `DCT_MARGIN * resize` or more; everything else is decoded in
 /// full by [`decode`].
+#[cfg(feature = "image")]
 fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, ImageError> {
     if bytes.starts_with(&[0xFF, 0xD8])
         && jpeg_truncation(bytes).is_none()
@@ -220,6 +238,7 @@ fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, Image
 
 /// The DCT-scaled decode, or `None` when the file is not worth scaling or is anything the
 /// full decoder should judge (its errors and limits are the ones users see).
+#[cfg(feature = "image")]
 fn decode_jpeg_scaled(bytes: &[u8], min_short: u32) -> Option<Picture> {
     let mut d = jpeg_decoder::Decoder::new(bytes);
     d.read_info().ok()?;
@@ -277,15 +296,15 @@ pub fn crop_origin(width: u32, height: u32, crop: usize) -> (u32, u32) {
 }
 
 /// Applies the transform to a decoded image; returns `3 x crop x crop` floats, CHW.
+#[cfg(feature = "image")]
 pub fn preprocess(img: &DynamicImage, p: &Preprocessing) -> Vec<f32> {
     let full = (img.width(), img.height());
-    transform(img, full, p)
+    transform_image(img, full, p)
 }
 
-/// The transform on a picture decoded at `full` size or reduced from it (DCT scaling): the
-/// resize reads the decoded pixels as the full picture's area, so the geometry is the full
-/// picture's, exactly as if it had been decoded whole.
-fn transform(img: &DynamicImage, full: (u32, u32), p: &Preprocessing) -> Vec<f32> {
+/// The transform on a picture decoded at `full` size or reduced from it (DCT scaling).
+#[cfg(feature = "image")]
+fn transform_image(img: &DynamicImage, full: (u32, u32), p: &Preprocessing) -> Vec<f32> {
     let converted;
     let rgb: &image::RgbImage = match img {
         DynamicImage::ImageRgb8(rgb) => rgb,
@@ -294,12 +313,43 @@ fn transform(img: &DynamicImage, full: (u32, u32), p: &Preprocessing) -> Vec<f32
             &converted
         }
     };
+    match transform(rgb.as_raw(), (rgb.width(), rgb.height()), full, p) {
+        Ok(v) => v,
+        // Unreachable: the buffer is the image's own and both sides are RGB8; fall back to
+        // the image crate's resize rather than fail.
+        Err(_) => {
+            let (w, h) = resized_dims(full.0, full.1, p.resize);
+            let filter = match p.interpolation {
+                Interpolation::Bilinear => image::imageops::FilterType::Triangle,
+                Interpolation::Bicubic => image::imageops::FilterType::CatmullRom,
+            };
+            let resized = image::imageops::resize(rgb, w, h, filter).into_raw();
+            crop_normalize(&resized, (w, h), p)
+        }
+    }
+}
+
+/// The transform on `size.0 x size.1` RGB8 pixels (rows packed) that are the whole picture of
+/// `full` size or a reduction of it (DCT scaling): the resize reads the pixels as the full
+/// picture's area, so the geometry is the full picture's, exactly as if it had been decoded
+/// whole.
+fn transform(
+    rgb: &[u8],
+    size: (u32, u32),
+    full: (u32, u32),
+    p: &Preprocessing,
+) -> Result<Vec<f32>, String> {
     let (w, h) = resized_dims(full.0, full.1, p.resize);
     // A DCT-scaled decode has ceil(full / k) pixels, the last one partly past the picture:
     // resize the exact area `full / k` so that the sampling grid is the full picture's.
-    let k = (full.0 as f64 / rgb.width() as f64).round().max(1.0);
+    let k = (full.0 as f64 / size.0 as f64).round().max(1.0);
     let area = (full.0 as f64 / k, full.1 as f64 / k);
-    let resized = resize_rgb(rgb, area, w, h, p.interpolation);
+    let resized = resize_rgb(rgb, size, area, (w, h), p.interpolation)?;
+    Ok(crop_normalize(&resized, (w, h), p))
+}
+
+/// The center crop of resized RGB8 pixels, scaled and normalized, CHW.
+fn crop_normalize(resized: &[u8], (w, h): (u32, u32), p: &Preprocessing) -> Vec<f32> {
     let (x0, y0) = crop_origin(w, h, p.crop);
     let c = p.crop;
     // Per-channel lookup: 8-bit value -> normalized float.
@@ -325,59 +375,73 @@ fn transform(img: &DynamicImage, full: (u32, u32), p: &Preprocessing) -> Vec<f32
     out
 }
 
-/// Resizes an RGB image to `w x h` with the antialiased convolution PIL uses (its support
-/// widens with the downscale factor), SIMD where the CPU has it.
+/// Resizes `size.0 x size.1` RGB8 pixels (the `area` of them) to `w x h` with the antialiased
+/// convolution PIL uses (its support widens with the downscale factor), SIMD where the CPU
+/// has it.
 fn resize_rgb(
-    src: &image::RgbImage,
+    src: &[u8],
+    size: (u32, u32),
     area: (f64, f64),
-    w: u32,
-    h: u32,
+    (w, h): (u32, u32),
     interpolation: Interpolation,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     use fast_image_resize as fr;
     let filter = match interpolation {
         Interpolation::Bilinear => fr::FilterType::Bilinear,
         Interpolation::Bicubic => fr::FilterType::CatmullRom,
     };
-    let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x3);
-    let view =
-        fr::images::ImageRef::new(src.width(), src.height(), src.as_raw(), fr::PixelType::U8x3);
-    let mut options = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter));
-    if area != (src.width() as f64, src.height() as f64) {
+    // The `compact` feature builds the resizer with its RGBA code only (its other pixel types
+    // are most of its size): the pixels are widened to RGBA, resized with the alpha channel
+    // left alone, and narrowed again. The convolution is per channel, so RGB's values are the
+    // same.
+    #[cfg(feature = "compact")]
+    let (pixel, src) = (
+        fr::PixelType::U8x4,
+        &src.chunks_exact(3)
+            .flat_map(|p| [p[0], p[1], p[2], 255])
+            .collect::<Vec<u8>>(),
+    );
+    #[cfg(not(feature = "compact"))]
+    let pixel = fr::PixelType::U8x3;
+    let mut dst = fr::images::Image::new(w, h, pixel);
+    let view = fr::images::ImageRef::new(size.0, size.1, src, pixel)
+        .map_err(|e| format!("cannot resize: {e}"))?;
+    let mut options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(filter))
+        .use_alpha(false);
+    if area != (size.0 as f64, size.1 as f64) {
         options = options.crop(0.0, 0.0, area.0, area.1);
     }
-    match view.map(|v| fr::Resizer::new().resize(&v, &mut dst, &options)) {
-        Ok(Ok(())) => dst.into_vec(),
-        // Unreachable: the buffer is the image's own and both sides are RGB8; fall back to
-        // the image crate's resize rather than fail.
-        _ => image::imageops::resize(
-            src,
-            w,
-            h,
-            match interpolation {
-                Interpolation::Bilinear => image::imageops::FilterType::Triangle,
-                Interpolation::Bicubic => image::imageops::FilterType::CatmullRom,
-            },
-        )
-        .into_raw(),
-    }
+    fr::Resizer::new()
+        .resize(&view, &mut dst, &options)
+        .map_err(|e| format!("cannot resize: {e}"))?;
+    #[cfg(feature = "compact")]
+    return Ok(dst
+        .into_vec()
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect());
+    #[cfg(not(feature = "compact"))]
+    Ok(dst.into_vec())
 }
 
 /// Decodes and preprocesses an image file. A JPEG much larger than the transform needs is
 /// decoded at a reduced DCT scale (never below four times the resize target).
+#[cfg(feature = "image")]
 pub fn load_image(path: &Path, p: &Preprocessing) -> Result<Vec<f32>, ImageError> {
     load_image_from_memory(&read(path)?, path, p)
 }
 
 /// [`load_image`] on an encoded image in memory (a file's content); `origin` names it in
 /// errors.
+#[cfg(feature = "image")]
 pub fn load_image_from_memory(
     bytes: &[u8],
     origin: &Path,
     p: &Preprocessing,
 ) -> Result<Vec<f32>, ImageError> {
     let picture = decode_for(origin, bytes, p.resize)?;
-    Ok(transform(&picture.img, picture.full, p))
+    Ok(transform_image(&picture.img, picture.full, p))
 }
 
 /// Preprocesses an 8-bit RGB or RGBA buffer, `stride` bytes per row.
@@ -397,27 +461,32 @@ pub fn preprocess_pixels(
             "{channels} channels: expected RGB8 (3) or RGBA8 (4)"
         ));
     }
-    let row = width as usize * channels;
+    let row = (width as usize)
+        .checked_mul(channels)
+        .ok_or_else(|| format!("{width} pixels a row overflow the address space"))?;
     if stride < row {
         return Err(format!(
             "stride {stride} is smaller than a row ({width} pixels x {channels} bytes = {row})"
         ));
     }
-    let needed = stride * (height as usize - 1) + row;
+    let needed = stride
+        .checked_mul(height as usize - 1)
+        .and_then(|n| n.checked_add(row))
+        .ok_or_else(|| format!("{height} rows of stride {stride} overflow the address space"))?;
     if pixels.len() < needed {
         return Err(format!(
             "buffer of {} bytes is smaller than {needed}",
             pixels.len()
         ));
     }
-    let mut rgb = image::RgbImage::new(width, height);
-    for (y, out) in rgb.rows_mut().enumerate() {
+    let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    for y in 0..height as usize {
         let src = &pixels[y * stride..y * stride + row];
-        for (px, s) in out.zip(src.chunks_exact(channels)) {
-            *px = image::Rgb([s[0], s[1], s[2]]);
+        for s in src.chunks_exact(channels) {
+            rgb.extend_from_slice(&s[..3]);
         }
     }
-    Ok(preprocess(&DynamicImage::ImageRgb8(rgb), p))
+    transform(&rgb, (width, height), (width, height), p)
 }
 
 #[cfg(test)]
@@ -425,6 +494,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "image")]
     fn truncated_jpegs_are_found_and_whole_ones_pass() {
         let dir =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
@@ -462,6 +532,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "image")]
     fn normalization_maps_to_minus_one_one() {
         let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 200, |x, _| {
             if x < 150 {
@@ -502,6 +573,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "image")]
     fn unreadable_files_name_the_file() {
         let d = std::env::temp_dir().join(format!("nasnet-pre-{}", std::process::id()));
         std::fs::write(&d, b"not an image").unwrap();

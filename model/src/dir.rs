@@ -88,6 +88,7 @@ pub fn write_synthetic_config(
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),
         },
+        nnef: None,
     };
     write_model_dir(out, &tensors, &mut meta, force)?;
     Ok(meta)

@@ -48,6 +48,12 @@ pub enum Error {
     /// The backend was not compiled into this build.
     #[error("the {0} backend is not compiled into this build")]
     NotCompiled(&'static str),
+    /// Decoding image files was not compiled into this build (the runtime's `decode`
+    /// feature); pixels and tensors still run.
+    #[error(
+        "{0}: this build does not decode image files (it takes pixels); build with the `decode` feature"
+    )]
+    NoDecoder(String),
 }
 
 /// A stable classification of [`Error`], for callers that map errors to their own codes
@@ -74,9 +80,10 @@ impl Error {
             Error::Meta(_) | Error::Model { .. } => ErrorCode::Model,
             Error::Image(_) => ErrorCode::Image,
             Error::Backend { .. } => ErrorCode::Backend,
-            Error::OrtUnavailable(_) | Error::Device(_) | Error::NotCompiled(_) => {
-                ErrorCode::Unavailable
-            }
+            Error::OrtUnavailable(_)
+            | Error::Device(_)
+            | Error::NotCompiled(_)
+            | Error::NoDecoder(_) => ErrorCode::Unavailable,
             Error::Input(_) => ErrorCode::Input,
         }
     }

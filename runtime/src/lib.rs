@@ -26,7 +26,7 @@
 //! opening a model on those backends says which feature is missing.
 #![warn(missing_docs)]
 #![cfg_attr(
-    not(any(feature = "tract", feature = "ort", feature = "candle")),
+    not(any(feature = "nnef", feature = "ort", feature = "candle")),
     allow(unused, unreachable_code)
 )]
 
@@ -36,16 +36,18 @@ mod output;
 
 use std::path::{Path, PathBuf};
 
-use nasnet_core::meta::{ModelMeta, ONNX_FILE, WEIGHTS_FILE};
+use nasnet_core::meta::{ModelMeta, NNEF_FILE, ONNX_FILE, WEIGHTS_FILE};
 
 #[cfg(feature = "candle")]
 pub use engine::candle::candle_device;
 pub use engine::ort_library;
 #[cfg(feature = "tract")]
-pub use engine::tract::{optimized_ops, profile_ops, tract_cache_file};
+pub use engine::tract::{optimized_ops, profile_ops, tract_cache_file, write_nnef};
 pub use error::{Cause, Error, ErrorCode, Result};
 pub use nasnet_core::cache::nasnet_home;
-pub use nasnet_core::preprocess::{self, ImageError, decode, load_image, preprocess};
+pub use nasnet_core::preprocess::{self, ImageError};
+#[cfg(feature = "decode")]
+pub use nasnet_core::preprocess::{decode, load_image, preprocess};
 pub use output::{Labels, Outputs, Prediction, softmax, top_k, top_k_indices};
 
 /// Which engine runs the model.
@@ -160,7 +162,7 @@ pub enum TractCache {
 }
 
 enum Engine {
-    #[cfg(feature = "tract")]
+    #[cfg(feature = "nnef")]
     Tract(Box<engine::tract::TractEngine>),
     #[cfg(feature = "ort")]
     Ort(engine::onnxruntime::OrtEngine),
@@ -187,6 +189,38 @@ fn required(dir: &Path, file: &str, how: &str) -> Result<std::path::PathBuf> {
     })
 }
 
+/// What tract reads in a model directory: `model.nnef.tar` where there is one (tract's own
+/// format, the prepared graph), else `model.onnx` (with the `tract` feature's ONNX front end).
+#[cfg(feature = "nnef")]
+fn tract_source(dir: &Path) -> Result<engine::tract::Source> {
+    let nnef = dir.join(NNEF_FILE);
+    if nnef.exists() {
+        return Ok(engine::tract::Source::Nnef(nnef));
+    }
+    #[cfg(feature = "tract")]
+    if dir.join(ONNX_FILE).exists() {
+        return Ok(engine::tract::Source::Onnx(dir.join(ONNX_FILE)));
+    }
+    let how = format!(
+        "export it with `nasnet export --model {} --format nnef -o {}`",
+        dir.display(),
+        nnef.display()
+    );
+    if cfg!(feature = "tract") {
+        return Err(Error::Model {
+            message: format!("{}: missing, and so is {ONNX_FILE} ({how})", nnef.display()),
+            source: None,
+        });
+    }
+    Err(Error::Model {
+        message: format!(
+            "{}: missing (this build reads NNEF models only, not {ONNX_FILE}; {how})",
+            nnef.display()
+        ),
+        source: None,
+    })
+}
+
 impl Model {
     /// Opens a model directory on the backend and device of `opts`.
     pub fn open(dir: &Path, opts: Options) -> Result<Self> {
@@ -204,11 +238,16 @@ impl Model {
             )
         };
         let engine = match (opts.backend, opts.device) {
-            #[cfg(feature = "tract")]
-            (Backend::Tract, Device::Cpu) => Engine::Tract(Box::new(
-                engine::tract::TractEngine::open(&onnx()?, size, opts.threads, &opts.tract_cache)?,
-            )),
-            #[cfg(not(feature = "tract"))]
+            #[cfg(feature = "nnef")]
+            (Backend::Tract, Device::Cpu) => {
+                Engine::Tract(Box::new(engine::tract::TractEngine::open(
+                    &tract_source(dir)?,
+                    (size, meta.architecture.num_classes),
+                    opts.threads,
+                    &opts.tract_cache,
+                )?))
+            }
+            #[cfg(not(feature = "nnef"))]
             (Backend::Tract, Device::Cpu) => return Err(Error::NotCompiled("tract")),
             (Backend::Tract, Device::Cuda(_)) => {
                 return Err(Error::Device(
@@ -291,13 +330,13 @@ impl Model {
             )));
         }
         let raw: engine::RawOutputs = match &self.engine {
-            #[cfg(feature = "tract")]
+            #[cfg(feature = "nnef")]
             Engine::Tract(e) => e.run(input, batch)?,
             #[cfg(feature = "ort")]
             Engine::Ort(e) => e.run(input, batch)?,
             #[cfg(feature = "candle")]
             Engine::Candle(e) => e.run(input, batch, h, w)?,
-            #[cfg(not(any(feature = "tract", feature = "ort", feature = "candle")))]
+            #[cfg(not(any(feature = "nnef", feature = "ort", feature = "candle")))]
             _ => unreachable!("no engine can be built without a backend feature"),
         };
         Ok(Outputs {
@@ -310,9 +349,13 @@ impl Model {
         })
     }
 
-    /// Decodes and preprocesses an image file as the model expects.
+    /// Decodes and preprocesses an image file as the model expects (without the `decode`
+    /// feature: an [`Error::NoDecoder`]).
     pub fn load_image(&self, path: &Path) -> Result<Vec<f32>> {
-        Ok(preprocess::load_image(path, &self.meta.preprocessing)?)
+        #[cfg(feature = "decode")]
+        return Ok(preprocess::load_image(path, &self.meta.preprocessing)?);
+        #[cfg(not(feature = "decode"))]
+        Err(Error::NoDecoder(path.display().to_string()))
     }
 
     /// Decodes and preprocesses image files as the model expects, on up to as many threads as

@@ -84,6 +84,7 @@ pub fn trained_meta(start: &Start, labels: &[String], dataset: &str) -> ModelMet
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),
         },
+        nnef: None,
     }
 }
 

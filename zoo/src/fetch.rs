@@ -5,7 +5,8 @@
 //! `hf` sources live in the Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`; `HF_ENDPOINT` and
 //! `HF_TOKEN` are honoured); `url` sources in `$NASNET_HOME/downloads/`. A transfer is written
 //! to a `.partial` file and renamed only once complete and verified, so an interrupted
-//! download never counts as a file. Offline (`--offline` or `HF_HUB_OFFLINE=1`), nothing
+//! download never counts as a file; a complete one is removed once converted (the model
+//! directory holds the weights). Offline (`--offline` or `HF_HUB_OFFLINE=1`), nothing
 //! touches the network and a missing piece is named.
 
 use std::path::{Path, PathBuf};
@@ -114,6 +115,12 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
             })?;
         }
         import(&file, &dir, &import_opts)?;
+        // The model directory is complete and verified: the weights live on in it, so the
+        // converted download goes (a transfer cut short stays as its `.partial` and resumes).
+        // Files of the Hugging Face cache are left alone: other programs share that cache.
+        if file.starts_with(home.join("downloads")) {
+            let _ = std::fs::remove_file(&file);
+        }
         return Ok(dir);
     }
     if offline {
@@ -190,6 +197,20 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
                         m.weights.file
                     ),
                 });
+            }
+            if let Some(nnef) = &m.nnef {
+                let path = tmp.join(meta::NNEF_FILE);
+                if nnef.file != meta::NNEF_FILE
+                    || sha256_file(&path).ok().as_deref() != Some(nnef.sha256.as_str())
+                {
+                    return Err(Error::Invalid {
+                        path: origin,
+                        problem: format!(
+                            "its NNEF file {} is not among the published files or differs from the sha256 it records",
+                            nnef.file
+                        ),
+                    });
+                }
             }
             Ok(())
         });

@@ -293,6 +293,7 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
             file: meta::WEIGHTS_FILE.to_owned(),
             sha256: String::new(),
         },
+        nnef: None,
     };
     write_model_dir(out, &tensors, &mut meta, opts.force)?;
     Ok(Imported {

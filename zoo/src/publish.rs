@@ -37,7 +37,7 @@ pub struct PublishOptions<'a> {
     pub license: &'a str,
 }
 
-/// The files of a published model directory.
+/// The files of a published model directory (and `model.nnef.tar` where the run has one).
 const FILES: [&str; 3] = [meta::META_FILE, meta::WEIGHTS_FILE, meta::ONNX_FILE];
 
 /// Publishes `opts.run` as `ID@VERSION` into `opts.zoo`, returning the registry entry
@@ -77,6 +77,20 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
             "differs from the sha256 that model.json records".into(),
         ));
     }
+    // The NNEF form (`nasnet export --format nnef`) travels too, checked like the weights.
+    let nnef = opts.run.join(meta::NNEF_FILE);
+    let with_nnef = nnef.is_file();
+    if with_nnef {
+        let sha = sha256_file(&nnef)?;
+        if m.nnef.as_ref().map(|d| d.sha256.as_str()) != Some(sha.as_str()) {
+            return Err(invalid(
+                &nnef,
+                "differs from the sha256 that model.json records (write it with `nasnet export --format nnef`)".into(),
+            ));
+        }
+    } else {
+        m.nnef = None;
+    }
     m.name = spec.clone();
 
     std::fs::create_dir_all(opts.zoo).map_err(io(opts.zoo))?;
@@ -102,7 +116,8 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
 
     let mut files = BTreeMap::new();
     write_dir_atomically(&out, false, |tmp| -> Result<()> {
-        for name in FILES {
+        let nnef = with_nnef.then_some(meta::NNEF_FILE);
+        for name in FILES.into_iter().chain(nnef) {
             let dest = tmp.join(name);
             if name == meta::META_FILE {
                 std::fs::write(&dest, m.to_json()).map_err(io(&dest))?;

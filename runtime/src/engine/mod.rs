@@ -9,7 +9,7 @@ use crate::{Device, Error, Result};
 pub mod candle;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
-#[cfg(feature = "tract")]
+#[cfg(feature = "nnef")]
 pub mod tract;
 
 /// The logits and features of one batch, row-major.

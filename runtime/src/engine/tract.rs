@@ -2,17 +2,23 @@
 //! optimizes far better for concrete shapes; a batch runs image by image through it), with the
 //! project's own depthwise operator in place of tract's, in two parts optimized side by side
 //! (see [`split`]), and runs on a pool of the requested number of threads.
+//!
+//! A model comes from `model.nnef.tar` (tract's own format: the decluttered graph, read
+//! without any ONNX front end, which is what apps ship) or, with the `tract` feature, from
+//! `model.onnx` (parsed, analysed and simplified by tract-onnx, then kept in the
+//! prepared-model cache).
 
 use std::sync::{Arc, Mutex};
 
 use tract_linalg::multithread::{Executor, multithread_tract_scope};
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::*;
 
 use super::*;
 use crate::TractCache;
 
 mod depthwise;
 mod downsample;
+mod nnef;
 mod split;
 
 /// A node's replacement: the project's operator and the outlet it reads.
@@ -111,15 +117,37 @@ fn guarded<T>(onnx: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
         Err(backend_msg(
             "tract",
             &format!(
-                "{}: tract failed on this model ({why}); is model.onnx damaged?",
+                "{}: tract failed on this model ({why}); is the file damaged?",
                 onnx.display()
             ),
         ))
     })
 }
 
+/// Where tract reads a model from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// `model.nnef.tar`: the decluttered graph for one image, as [`write_nnef`] writes it.
+    Nnef(PathBuf),
+    /// `model.onnx`, prepared by tract-onnx (and kept in the prepared-model cache).
+    #[cfg(feature = "tract")]
+    Onnx(PathBuf),
+}
+
+impl Source {
+    fn path(&self) -> &Path {
+        match self {
+            Source::Nnef(p) => p,
+            #[cfg(feature = "tract")]
+            Source::Onnx(p) => p,
+        }
+    }
+}
+
 /// tract's typed and decluttered model of an ONNX file, for one image of `size` pixels.
+#[cfg(feature = "tract")]
 fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
+    use tract_onnx::prelude::InferenceModelExt;
     guarded(onnx, || {
         tract_onnx::onnx()
             .model_for_path(onnx)
@@ -148,14 +176,17 @@ fn optimized(onnx: &Path, mut model: TypedModel) -> Result<TypedModel> {
 
 /// The tract version the cache's files are written by: part of their names, and checked
 /// against the version a loaded file records (a test keeps it equal to the tract in use).
+#[cfg(feature = "tract")]
 const TRACT_VERSION: &str = "0.23.9";
 
 /// The format of the prepared-model cache: raised whenever what is stored changes (2: the
 /// model's parts, each an NNEF archive, in one tar file).
+#[cfg(feature = "tract")]
 const CACHE_FORMAT: u32 = 2;
 
 /// Where the prepared model of `onnx` for images of `size` pixels lives in `cache` (`None`
 /// when the cache is off). Reads the file to hash it, unless the cache is off.
+#[cfg(feature = "tract")]
 pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<Option<PathBuf>> {
     if *cache == TractCache::Off {
         return Ok(None);
@@ -172,14 +203,16 @@ pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<
     }))
 }
 
-/// A model from NNEF bytes, as tract writes them.
+/// A model from NNEF bytes, as tract writes them (read with only the operators NASNet
+/// uses: see [`nnef`]).
 fn nnef_model(bytes: Vec<u8>) -> TractResult<TypedModel> {
-    let nnef = tract_nnef::nnef();
+    let nnef = nnef::reader();
     let proto = nnef.proto_model_for_read(&mut std::io::Cursor::new(bytes))?;
     nnef.model_for_proto_model(&proto)
 }
 
 /// The tract version that wrote an NNEF model.
+#[cfg(feature = "tract")]
 fn nnef_written_by(model: &TypedModel) -> Option<String> {
     let v = model.properties.get("tract_nnef_ser_version")?;
     v.try_as_plain_ram()
@@ -190,6 +223,7 @@ fn nnef_written_by(model: &TypedModel) -> Option<String> {
 }
 
 /// The parts of a cache file, each an NNEF archive; `None` when it is missing or damaged.
+#[cfg(feature = "tract")]
 fn read_parts(path: &Path) -> Option<Vec<Vec<u8>>> {
     use std::io::Read;
     // The whole file at once: tract and tar read through small reads.
@@ -206,6 +240,7 @@ fn read_parts(path: &Path) -> Option<Vec<Vec<u8>>> {
 
 /// Whether part `i` of `k` of a cached model was written by this tract and, as the first
 /// part, reads an image of `size` pixels, or, as the last, gives the two outputs.
+#[cfg(feature = "tract")]
 fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> bool {
     let input_shape = || {
         let input = *model.input_outlets().ok()?.first()?;
@@ -218,6 +253,7 @@ fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> bool {
 
 /// Writes the model's parts to a cache file atomically (a unique temporary file in the same
 /// directory, renamed into place). Beside a model, the files an earlier `model.onnx` left go.
+#[cfg(feature = "tract")]
 fn store_prepared(
     onnx: &Path,
     path: &Path,
@@ -287,15 +323,139 @@ fn plan(onnx: &Path, part: TypedModel) -> Result<Arc<TypedRunnableModel>> {
         .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
 }
 
-/// The model's runnable parts: read from the cache when it holds this model's, else made
-/// from the ONNX file (decluttered, split) and, best effort, stored there. Each part is read
-/// and optimized on a thread of its own when `parallel`.
+/// The model's runnable parts, each read and optimized on a thread of its own when
+/// `parallel`.
 fn plans(
-    onnx: &Path,
-    size: usize,
+    source: &Source,
+    (size, classes): (usize, usize),
     cache: &TractCache,
     parallel: bool,
 ) -> Result<Vec<Arc<TypedRunnableModel>>> {
+    let parts = match source {
+        Source::Nnef(nnef) => {
+            let _ = cache; // the NNEF file is the prepared model
+            nnef_parts(nnef, size, classes)?
+        }
+        #[cfg(feature = "tract")]
+        Source::Onnx(onnx) => match onnx_parts(onnx, size, cache, parallel)? {
+            Prepared::Plans(plans) => return Ok(plans),
+            Prepared::Parts(parts) => parts,
+        },
+    };
+    each(parts, parallel, |part| plan(source.path(), part))
+        .into_iter()
+        .collect()
+}
+
+/// Reads an NNEF model (a tar archive, as [`write_nnef`] writes it) and checks that it is a
+/// model of this project for one image of `size` pixels: one input `1 x 3 x size x size`, two
+/// outputs (logits and features), `classes` logits.
+pub(crate) fn read_nnef(nnef: &Path, size: usize, classes: usize) -> Result<TypedModel> {
+    let bytes = std::fs::read(nnef).map_err(|e| Error::Model {
+        message: format!("{}: {e}", nnef.display()),
+        source: Some(e.into()),
+    })?;
+    let model = guarded(nnef, || {
+        nnef_model(bytes).map_err(|e| {
+            backend_err(
+                "tract",
+                Some(&format!("{}: not a readable NNEF model", nnef.display())),
+                e,
+            )
+        })
+    })?;
+    let input = model
+        .input_outlets()
+        .ok()
+        .filter(|i| i.len() == 1)
+        .and_then(|i| model.outlet_fact(i[0]).ok())
+        .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    if input != Some(vec![1, 3, size, size]) {
+        return Err(Error::Model {
+            message: format!(
+                "{}: the NNEF model's input is {}, but model.json asks for 1 x 3 x {size} x {size}",
+                nnef.display(),
+                match input {
+                    Some(shape) => format!("{shape:?}"),
+                    None => "not one tensor of known shape".into(),
+                }
+            ),
+            source: None,
+        });
+    }
+    let outputs = model
+        .output_outlets()
+        .map(|o| o.to_vec())
+        .unwrap_or_default();
+    if outputs.len() != 2 {
+        return Err(Error::Model {
+            message: format!(
+                "{}: the NNEF model has {} outputs, expected 2 (logits and features)",
+                nnef.display(),
+                outputs.len()
+            ),
+            source: None,
+        });
+    }
+    let logits = model
+        .outlet_fact(outputs[0])
+        .ok()
+        .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    if logits != Some(vec![1, classes]) {
+        return Err(Error::Model {
+            message: format!(
+                "{}: the NNEF model's logits are {}, but model.json has {classes} classes",
+                nnef.display(),
+                match logits {
+                    Some(shape) => format!("{shape:?}"),
+                    None => "of unknown shape".into(),
+                }
+            ),
+            source: None,
+        });
+    }
+    Ok(model)
+}
+
+/// An NNEF model's parts (see [`split`]).
+fn nnef_parts(nnef: &Path, size: usize, classes: usize) -> Result<Vec<TypedModel>> {
+    let model = read_nnef(nnef, size, classes)?;
+    guarded(nnef, || {
+        split::split(model).map_err(|e| backend_err("tract", Some(&nnef.display().to_string()), e))
+    })
+}
+
+/// The decluttered graph of `onnx` for one image of `size` pixels written as an NNEF archive
+/// to `out`, atomically (a temporary file beside it, renamed into place): a model file that
+/// tract reads without its ONNX front end (see [`Source::Nnef`]).
+#[cfg(feature = "tract")]
+pub fn write_nnef(onnx: &Path, size: usize, out: &Path) -> Result<()> {
+    let model = decluttered(onnx, size)?;
+    let bytes = guarded(onnx, || {
+        tract_nnef::nnef()
+            .write_to_tar(&model, Vec::new())
+            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+    })?;
+    use nasnet_core::fsutil::{FsError, io, write_file_atomically};
+    write_file_atomically(out, |tmp| std::fs::write(tmp, &bytes).map_err(io(tmp))).map_err(
+        |e: FsError| Error::Model {
+            message: e.to_string(),
+            source: Some(e.into()),
+        },
+    )
+}
+
+/// What the prepared-model cache gives: whole plans, or parts still to optimize.
+#[cfg(feature = "tract")]
+enum Prepared {
+    Plans(Vec<Arc<TypedRunnableModel>>),
+    Parts(Vec<TypedModel>),
+}
+
+/// An ONNX model's runnable parts read from the cache when it holds this model's, else its
+/// parts made from the ONNX file (decluttered, split) and, best effort, stored there.
+#[cfg(feature = "tract")]
+fn onnx_parts(onnx: &Path, size: usize, cache: &TractCache, parallel: bool) -> Result<Prepared> {
     let path = tract_cache_file(onnx, size, cache)?;
     if let Some(parts) = path.as_deref().and_then(read_parts) {
         let k = parts.len();
@@ -318,7 +478,7 @@ fn plans(
                 "read the prepared model {}",
                 path.unwrap_or_default().display()
             );
-            return Ok(plans);
+            return Ok(Prepared::Plans(plans));
         }
     }
     let model = decluttered(onnx, size)?;
@@ -332,19 +492,19 @@ fn plans(
             Err(e) => log::info!("cannot keep the prepared model {}: {e}", path.display()),
         }
     }
-    each(parts, parallel, |part| plan(onnx, part))
-        .into_iter()
-        .collect()
+    Ok(Prepared::Parts(parts))
 }
 
 /// What tract makes of an ONNX file for one image: operator names and counts of the
 /// optimized model (a diagnostic: e.g. no batch norm should survive next to a convolution).
+#[cfg(feature = "tract")]
 pub fn optimized_ops(
     onnx: &Path,
     size: usize,
 ) -> Result<std::collections::BTreeMap<String, usize>> {
     let mut h = std::collections::BTreeMap::new();
-    for plan in plans(onnx, size, &TractCache::Off, true)? {
+    let source = Source::Onnx(onnx.to_owned());
+    for plan in plans(&source, (size, 0), &TractCache::Off, true)? {
         for n in plan.model().nodes() {
             *h.entry(n.op().name().to_string()).or_default() += 1;
         }
@@ -353,17 +513,19 @@ pub fn optimized_ops(
 }
 
 impl TractEngine {
+    /// Opens a model for images of `size` pixels with `classes` classes (what an NNEF file
+    /// is checked against).
     pub(crate) fn open(
-        onnx: &Path,
-        size: usize,
+        source: &Source,
+        (size, classes): (usize, usize),
         threads: Option<usize>,
         cache: &TractCache,
     ) -> Result<Self> {
         let start = std::time::Instant::now();
-        let plans = plans(onnx, size, cache, threads != Some(1))?;
+        let plans = plans(source, (size, classes), cache, threads != Some(1))?;
         log::info!(
             "{} ready in {:.0} ms ({} parts)",
-            onnx.display(),
+            source.path().display(),
             start.elapsed().as_secs_f64() * 1e3,
             plans.len()
         );
@@ -430,13 +592,15 @@ impl TractEngine {
 /// Where a tract run spends its time: for each operator of the optimized plan, its name, the
 /// number of nodes and the total milliseconds per image over `runs` runs on `threads`
 /// threads, slowest first. A diagnostic for performance work.
+#[cfg(feature = "tract")]
 pub fn profile_ops(
     onnx: &Path,
     size: usize,
     threads: Option<usize>,
     runs: usize,
 ) -> Result<Vec<(String, usize, f64)>> {
-    let engine = TractEngine::open(onnx, size, threads, &TractCache::Off)?;
+    let source = Source::Onnx(onnx.to_owned());
+    let engine = TractEngine::open(&source, (size, 0), threads, &TractCache::Off)?;
     let input: Tensor =
         Tensor::zero::<f32>(&[1, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
     // Per operator: the (part, node) pairs it runs as, and its milliseconds.
@@ -445,7 +609,7 @@ pub fn profile_ops(
     let mut states = engine
         .plans
         .iter()
-        .map(tract_onnx::tract_core::plan::SimpleState::new)
+        .map(tract_nnef::tract_core::plan::SimpleState::new)
         .collect::<TractResult<Vec<_>>>()
         .map_err(|e| backend_err("tract", None, e))?;
     for run in 0..=runs {
@@ -456,7 +620,7 @@ pub fn profile_ops(
                 for (part, state) in states.iter_mut().enumerate() {
                     values = state.run_plan_with_eval(values, |ctx, st, node, inputs| {
                         let t = std::time::Instant::now();
-                        let out = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
+                        let out = tract_nnef::tract_core::plan::eval(ctx, st, node, inputs);
                         if run > 0 {
                             let e = totals.entry(node.op().name().to_string()).or_default();
                             e.0.insert((part, node.id));
@@ -477,7 +641,7 @@ pub fn profile_ops(
     Ok(v)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tract"))]
 mod tests {
     use super::*;
 

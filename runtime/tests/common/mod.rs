@@ -23,6 +23,7 @@ pub fn model_dir(dir: &Path, net: &NasNet) {
             file: meta::WEIGHTS_FILE.into(),
             sha256: String::new(),
         },
+        nnef: None,
     };
     std::fs::write(dir.join(meta::META_FILE), m.to_json()).unwrap();
 }

@@ -23,11 +23,11 @@
 //!   same sums in the same order, so the same bits).
 
 use tract_linalg::multithread::par_chunks_mut;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec, SumPool};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::binary::TypedBinOp;
+use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec, SumPool};
+use tract_nnef::tract_core::ops::nn::DataFormat;
 
 /// The shape of one depthwise convolution over one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -734,7 +734,7 @@ fn relu_input(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Outlet
     let node = &model.nodes[outlet.node];
     let is_max = node
         .op_as::<TypedBinOp>()
-        .is_some_and(|op| op.0.is::<tract_onnx::tract_core::ops::math::Max>());
+        .is_some_and(|op| op.0.is::<tract_nnef::tract_core::ops::math::Max>());
     if !is_max || node.inputs.len() != 2 {
         return Ok(None);
     }
@@ -783,7 +783,7 @@ pub(super) fn replacement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
+    use tract_nnef::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
     /// Every node [`replacement`] replaces, replaced; how many.
     fn replace_depthwise(model: &mut TypedModel) -> TractResult<usize> {
@@ -926,7 +926,7 @@ mod tests {
         let zero = model.add_const("zero", Tensor::zero::<f32>(&[1, 1, 1, 1])?)?;
         let relu = model.wire_node(
             "relu",
-            TypedBinOp(Box::new(tract_onnx::tract_core::ops::math::Max), None),
+            TypedBinOp(Box::new(tract_nnef::tract_core::ops::math::Max), None),
             &[x, zero],
         )?[0];
         let conv = conv_model(1, 6, (10, 10), (3, 3), 1, PaddingSpec::SameUpper, 9)?;

@@ -6,10 +6,10 @@
 //! element by element. On NASNet-A Mobile those sixteen nodes cost as much as all the other
 //! data movement together. This op copies whole contiguous runs instead.
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::Downsample;
-use tract_onnx::tract_core::ops::array::Slice;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::internal::*;
+use tract_nnef::tract_core::ops::Downsample;
+use tract_nnef::tract_core::ops::array::Slice;
 
 /// `output[.., k, ..] = input[.., modulo + k * stride, ..]` along `axis` for `k < count`, for
 /// f32 tensors of a concrete shape.

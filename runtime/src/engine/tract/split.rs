@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::{ensure, format_err};
-use tract_onnx::tract_core::ops::konst::Const;
+use tract_nnef::prelude::*;
+use tract_nnef::tract_core::internal::{ensure, format_err};
+use tract_nnef::tract_core::ops::konst::Const;
 
 /// Below this many nodes a model is not cut: there is little to gain.
 const MIN_NODES: usize = 64;
@@ -133,12 +133,12 @@ mod tests {
         for i in 0..n {
             let a = m.wire_node(
                 format!("mul{i}"),
-                tract_onnx::tract_core::ops::math::mul(),
+                tract_nnef::tract_core::ops::math::mul(),
                 &[cur, k],
             )?[0];
             let b = m.wire_node(
                 format!("add{i}"),
-                tract_onnx::tract_core::ops::math::add(),
+                tract_nnef::tract_core::ops::math::add(),
                 &[a, prev],
             )?[0];
             (prev, cur) = (cur, b);
