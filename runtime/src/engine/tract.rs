@@ -427,7 +427,7 @@ fn nnef_parts(nnef: &Path, size: usize, classes: usize) -> Result<Vec<TypedModel
 
 /// The decluttered graph of `onnx` for one image of `size` pixels written as an NNEF archive
 /// to `out`, atomically (a temporary file beside it, renamed into place): a model file that
-/// tract reads without its ONNX front end (see [`Source::Nnef`]).
+/// tract reads without its ONNX front end (`model.nnef.tar` in a model directory).
 #[cfg(feature = "tract")]
 pub fn write_nnef(onnx: &Path, size: usize, out: &Path) -> Result<()> {
     let model = decluttered(onnx, size)?;
