@@ -417,11 +417,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         test_top1: Some(acc),
         test_count: Some(test.len()),
     });
-    let json = meta.to_json();
-    let meta_path = out.join(nasnet_core::meta::META_FILE);
-    nasnet_core::fsutil::write_file_atomically(&meta_path, |p| -> anyhow::Result<()> {
-        std::fs::write(p, &json).with_context(|| format!("cannot write {}", p.display()))
-    })?;
+    meta.save(out)?;
     eprintln!(
         "test top-1 {:.4} on {} images; model written to {} ({:.0} s training)",
         acc,

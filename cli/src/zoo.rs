@@ -219,7 +219,7 @@ pub fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
 /// Written as the directory's own `model.nnef.tar`, its sha256 goes into `model.json`, so that
 /// `nasnet publish` carries it and a pull verifies it.
 pub fn export_nnef(dir: &Path, out: &Path) -> anyhow::Result<()> {
-    use nasnet_core::meta::{FileDigest, META_FILE, ModelMeta, NNEF_FILE, ONNX_FILE};
+    use nasnet_core::meta::{FileDigest, ModelMeta, NNEF_FILE, ONNX_FILE};
     let mut meta = ModelMeta::load(dir)?;
     let onnx = dir.join(ONNX_FILE);
     let scratch = tempfile::tempdir().context("a temporary directory for the ONNX export")?;
@@ -241,11 +241,7 @@ pub fn export_nnef(dir: &Path, out: &Path) -> anyhow::Result<()> {
             file: NNEF_FILE.into(),
             sha256: nasnet_core::fsutil::sha256_file(out)?,
         });
-        let json = meta.to_json();
-        let path = dir.join(META_FILE);
-        nasnet_core::fsutil::write_file_atomically(&path, |p| {
-            std::fs::write(p, &json).map_err(nasnet_core::fsutil::io(p))
-        })?;
+        meta.save(dir)?;
     }
     Ok(())
 }

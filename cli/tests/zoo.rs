@@ -76,13 +76,35 @@ impl Env {
             &classes.to_string(),
             x.to_str().unwrap(),
         ]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        let mut l = vec![0f32; classes];
-        for p in v["predictions"].as_array().unwrap() {
-            l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap() as f32;
-        }
-        l
+        logits_of(&out, classes)
     }
+}
+
+/// The logits of one `nasnet classify --json` record with every class in its top k.
+fn logits_of(record: &str, classes: usize) -> Vec<f32> {
+    let v: serde_json::Value = serde_json::from_str(record.trim()).unwrap();
+    let mut l = vec![0f32; classes];
+    for p in v["predictions"].as_array().unwrap() {
+        l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap() as f32;
+    }
+    l
+}
+
+/// `nasnet publish RUN --id tiny --version VERSION --to ZOO`.
+fn publish_args(run: &Path, zoo: &Path, version: &str) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    [
+        "publish",
+        &path(run),
+        "--id",
+        "tiny",
+        "--version",
+        version,
+        "--to",
+        &path(zoo),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn entry(id: &str, config: &NetworkConfig, source: serde_json::Value) -> serde_json::Value {
@@ -485,18 +507,7 @@ fn publish_host_pull_and_classify_with_the_runs_logits() {
     let run = env.dir.path().join("run");
     env.cli().small_model(&run, Some(10));
     let zoo = env.dir.path().join("zoo");
-    let publish = |version: &str| -> Vec<String> {
-        vec![
-            "publish".into(),
-            path(&run),
-            "--id".into(),
-            "tiny".into(),
-            "--version".into(),
-            version.into(),
-            "--to".into(),
-            path(&zoo),
-        ]
-    };
+    let publish = |version: &str| publish_args(&run, &zoo, version);
     let args = publish("1.0.0");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let entry: serde_json::Value = serde_json::from_str(env.ok(&args).trim()).unwrap();
@@ -626,8 +637,9 @@ fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
     env.cli().small_model(&run, Some(10));
     let x = env.dir.path().join("x.npy");
     synthetic_input(1, 224).unwrap().write_npy(&x).unwrap();
-    let logits = |model: &str| -> Vec<f64> {
-        let out = env.ok(&[
+    let logits = |model: &str| {
+        let x = path(&x);
+        let args = [
             "classify",
             "--model",
             model,
@@ -636,14 +648,9 @@ fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
             "--json",
             "--top-k",
             "10",
-            &path(&x),
-        ]);
-        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        let mut l = vec![0f64; 10];
-        for p in v["predictions"].as_array().unwrap() {
-            l[p["index"].as_u64().unwrap() as usize] = p["logit"].as_f64().unwrap();
-        }
-        l
+            &x,
+        ];
+        logits_of(&env.ok(&args), 10)
     };
     let onnx = logits(&path(&run));
     let nnef = run.join("model.nnef.tar");
@@ -663,23 +670,16 @@ fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
         Some(sha256(&std::fs::read(&nnef).unwrap()).as_str())
     );
     let from_nnef = logits(&path(&run));
-    let scale = onnx.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let scale = onnx.iter().fold(0f32, |m, v| m.max(v.abs()));
     for (a, b) in from_nnef.iter().zip(&onnx) {
         assert!((a - b).abs() <= 1e-5 * scale, "{from_nnef:?} vs {onnx:?}");
     }
 
     let zoo = env.dir.path().join("zoo");
     let publish = |version: &str| {
-        env.cli().run(&[
-            "publish",
-            &path(&run),
-            "--id",
-            "tiny",
-            "--version",
-            version,
-            "--to",
-            &path(&zoo),
-        ])
+        let args = publish_args(&run, &zoo, version);
+        env.cli()
+            .run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let published = nasnet_testsupport::cli::ok(&publish("1.0.0"));
     let entry: serde_json::Value = serde_json::from_str(published.trim()).unwrap();
@@ -692,6 +692,25 @@ fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
         std::fs::read(cached.join("model.nnef.tar")).unwrap(),
         std::fs::read(&nnef).unwrap()
     );
+
+    // A registry that no longer lists the NNEF file model.json records: the pull refuses.
+    let mut reg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&registry).unwrap()).unwrap();
+    reg["models"][0]["sources"][0]["files"]
+        .as_object_mut()
+        .unwrap()
+        .remove("model.nnef.tar");
+    // Beside the registry: its locations are relative to it.
+    let unlisted = zoo.join("unlisted.json");
+    std::fs::write(&unlisted, reg.to_string()).unwrap();
+    let err = env.fails(&[
+        "pull",
+        "--force",
+        "tiny@1.0.0",
+        "--registry",
+        &path(&unlisted),
+    ]);
+    assert!(err.contains("its NNEF file model.nnef.tar"), "{err}");
 
     // An NNEF file other than the one model.json records is not published.
     std::fs::write(&nnef, b"another file").unwrap();

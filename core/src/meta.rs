@@ -224,6 +224,14 @@ impl ModelMeta {
         Ok(())
     }
 
+    /// Writes `model.json` into `dir` atomically (a temporary file renamed into place).
+    pub fn save(&self, dir: &Path) -> Result<(), crate::fsutil::FsError> {
+        let json = self.to_json();
+        crate::fsutil::write_file_atomically(&dir.join(META_FILE), |p| {
+            std::fs::write(p, &json).map_err(crate::fsutil::io(p))
+        })
+    }
+
     /// The metadata as pretty-printed JSON, the content of `model.json`.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("model metadata always serializes")

@@ -570,6 +570,11 @@ mod tests {
                 .unwrap_err()
                 .contains("empty")
         );
+        assert!(
+            preprocess_pixels(&buf, 2, 3, usize::MAX / 2, 4, &p)
+                .unwrap_err()
+                .contains("overflow")
+        );
     }
 
     #[test]

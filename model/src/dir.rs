@@ -56,10 +56,7 @@ pub fn write_model_files(
     meta.weights.sha256 = sha256_file(&weights)?;
     // Atomic itself.
     crate::onnx::write_onnx(&net, &dir.join(meta::ONNX_FILE))?;
-    let json = meta.to_json();
-    write_file_atomically(&dir.join(meta::META_FILE), |p| -> Result<()> {
-        Ok(std::fs::write(p, &json).map_err(io(p))?)
-    })
+    Ok(meta.save(dir)?)
 }
 
 /// Writes a model directory for `preset` with [`crate::init::synthetic`] weights and

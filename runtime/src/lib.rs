@@ -192,10 +192,13 @@ fn required(dir: &Path, file: &str, how: &str) -> Result<std::path::PathBuf> {
 /// What tract reads in a model directory: `model.nnef.tar` where there is one (tract's own
 /// format, the prepared graph), else `model.onnx` (with the `tract` feature's ONNX front end).
 #[cfg(feature = "nnef")]
-fn tract_source(dir: &Path) -> Result<engine::tract::Source> {
+fn tract_source(dir: &Path, meta: &ModelMeta) -> Result<engine::tract::Source> {
     let nnef = dir.join(NNEF_FILE);
     if nnef.exists() {
-        return Ok(engine::tract::Source::Nnef(nnef));
+        return Ok(engine::tract::Source::Nnef {
+            file: nnef,
+            classes: meta.architecture.num_classes,
+        });
     }
     #[cfg(feature = "tract")]
     if dir.join(ONNX_FILE).exists() {
@@ -241,8 +244,8 @@ impl Model {
             #[cfg(feature = "nnef")]
             (Backend::Tract, Device::Cpu) => {
                 Engine::Tract(Box::new(engine::tract::TractEngine::open(
-                    &tract_source(dir)?,
-                    (size, meta.architecture.num_classes),
+                    &tract_source(dir, &meta)?,
+                    size,
                     opts.threads,
                     &opts.tract_cache,
                 )?))

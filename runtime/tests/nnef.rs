@@ -148,4 +148,26 @@ fn write_nnef_names_a_missing_or_damaged_onnx_file() {
     let e = write_nnef(&onnx, 32, &out).unwrap_err().to_string();
     assert!(e.contains(&onnx.display().to_string()), "{e}");
     assert!(!out.exists(), "nothing written");
+
+    // A destination that cannot be written is named too.
+    let dir = tmp.path().join("m");
+    let size = model_dir(&dir, Preset::Cifar, 10);
+    let out = tmp.path().join("no-such-dir").join(meta::NNEF_FILE);
+    let e = write_nnef(&dir.join(meta::ONNX_FILE), size, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no-such-dir"), "{e}");
+}
+
+#[test]
+fn a_directory_with_neither_model_file_says_how_to_make_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    model_dir(&dir, Preset::Cifar, 10);
+    std::fs::remove_file(dir.join(meta::ONNX_FILE)).unwrap();
+    let e = open(&dir).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains(meta::NNEF_FILE) && e.contains(meta::ONNX_FILE) && e.contains("nasnet export"),
+        "{e}"
+    );
 }

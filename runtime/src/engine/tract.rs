@@ -127,8 +127,9 @@ fn guarded<T>(onnx: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Where tract reads a model from.
 #[derive(Debug, Clone)]
 pub(crate) enum Source {
-    /// `model.nnef.tar`: the decluttered graph for one image, as [`write_nnef`] writes it.
-    Nnef(PathBuf),
+    /// `model.nnef.tar`: the decluttered graph for one image, as [`write_nnef`] writes it, of
+    /// a model with `classes` classes (what the file is checked against).
+    Nnef { file: PathBuf, classes: usize },
     /// `model.onnx`, prepared by tract-onnx (and kept in the prepared-model cache).
     #[cfg(feature = "tract")]
     Onnx(PathBuf),
@@ -137,7 +138,7 @@ pub(crate) enum Source {
 impl Source {
     fn path(&self) -> &Path {
         match self {
-            Source::Nnef(p) => p,
+            Source::Nnef { file, .. } => file,
             #[cfg(feature = "tract")]
             Source::Onnx(p) => p,
         }
@@ -242,10 +243,7 @@ fn read_parts(path: &Path) -> Option<Vec<Vec<u8>>> {
 /// part, reads an image of `size` pixels, or, as the last, gives the two outputs.
 #[cfg(feature = "tract")]
 fn fits(model: &TypedModel, i: usize, k: usize, size: usize) -> bool {
-    let input_shape = || {
-        let input = *model.input_outlets().ok()?.first()?;
-        Some(model.outlet_fact(input).ok()?.shape.as_concrete()?.to_vec())
-    };
+    let input_shape = || concrete_shape(model, *model.input_outlets().ok()?.first()?);
     nnef_written_by(model).as_deref() == Some(TRACT_VERSION)
         && (i > 0 || input_shape() == Some(vec![1, 3, size, size]))
         && (i + 1 < k || model.output_outlets().is_ok_and(|o| o.len() == 2))
@@ -327,14 +325,14 @@ fn plan(onnx: &Path, part: TypedModel) -> Result<Arc<TypedRunnableModel>> {
 /// `parallel`.
 fn plans(
     source: &Source,
-    (size, classes): (usize, usize),
+    size: usize,
     cache: &TractCache,
     parallel: bool,
 ) -> Result<Vec<Arc<TypedRunnableModel>>> {
     let parts = match source {
-        Source::Nnef(nnef) => {
+        Source::Nnef { file, classes } => {
             let _ = cache; // the NNEF file is the prepared model
-            nnef_parts(nnef, size, classes)?
+            nnef_parts(file, size, *classes)?
         }
         #[cfg(feature = "tract")]
         Source::Onnx(onnx) => match onnx_parts(onnx, size, cache, parallel)? {
@@ -350,7 +348,7 @@ fn plans(
 /// Reads an NNEF model (a tar archive, as [`write_nnef`] writes it) and checks that it is a
 /// model of this project for one image of `size` pixels: one input `1 x 3 x size x size`, two
 /// outputs (logits and features), `classes` logits.
-pub(crate) fn read_nnef(nnef: &Path, size: usize, classes: usize) -> Result<TypedModel> {
+fn read_nnef(nnef: &Path, size: usize, classes: usize) -> Result<TypedModel> {
     let bytes = std::fs::read(nnef).map_err(|e| Error::Model {
         message: format!("{}: {e}", nnef.display()),
         source: Some(e.into()),
@@ -364,25 +362,14 @@ pub(crate) fn read_nnef(nnef: &Path, size: usize, classes: usize) -> Result<Type
             )
         })
     })?;
-    let input = model
+    let inputs = model
         .input_outlets()
-        .ok()
-        .filter(|i| i.len() == 1)
-        .and_then(|i| model.outlet_fact(i[0]).ok())
-        .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
-    if input != Some(vec![1, 3, size, size]) {
-        return Err(Error::Model {
-            message: format!(
-                "{}: the NNEF model's input is {}, but model.json asks for 1 x 3 x {size} x {size}",
-                nnef.display(),
-                match input {
-                    Some(shape) => format!("{shape:?}"),
-                    None => "not one tensor of known shape".into(),
-                }
-            ),
-            source: None,
-        });
-    }
+        .map(|o| o.to_vec())
+        .unwrap_or_default();
+    let input = (inputs.len() == 1)
+        .then(|| concrete_shape(&model, inputs[0]))
+        .flatten();
+    expect_shape(nnef, "input", input, &[1, 3, size, size])?;
     let outputs = model
         .output_outlets()
         .map(|o| o.to_vec())
@@ -397,31 +384,51 @@ pub(crate) fn read_nnef(nnef: &Path, size: usize, classes: usize) -> Result<Type
             source: None,
         });
     }
-    let logits = model
-        .outlet_fact(outputs[0])
-        .ok()
-        .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
-    if logits != Some(vec![1, classes]) {
-        return Err(Error::Model {
-            message: format!(
-                "{}: the NNEF model's logits are {}, but model.json has {classes} classes",
-                nnef.display(),
-                match logits {
-                    Some(shape) => format!("{shape:?}"),
-                    None => "of unknown shape".into(),
-                }
-            ),
-            source: None,
-        });
-    }
+    expect_shape(
+        nnef,
+        "logits",
+        concrete_shape(&model, outputs[0]),
+        &[1, classes],
+    )?;
     Ok(model)
+}
+
+/// The shape of `outlet` when it is known.
+fn concrete_shape(model: &TypedModel, outlet: OutletId) -> Option<Vec<usize>> {
+    Some(
+        model
+            .outlet_fact(outlet)
+            .ok()?
+            .shape
+            .as_concrete()?
+            .to_vec(),
+    )
+}
+
+/// An error naming `nnef` unless its `what` has the shape `model.json` implies.
+fn expect_shape(nnef: &Path, what: &str, got: Option<Vec<usize>>, want: &[usize]) -> Result<()> {
+    if got.as_deref() == Some(want) {
+        return Ok(());
+    }
+    Err(Error::Model {
+        message: format!(
+            "{}: the NNEF model's {what} is {}, but model.json implies {want:?}",
+            nnef.display(),
+            got.map_or("not one tensor of known shape".into(), |s| format!("{s:?}"))
+        ),
+        source: None,
+    })
 }
 
 /// An NNEF model's parts (see [`split`]).
 fn nnef_parts(nnef: &Path, size: usize, classes: usize) -> Result<Vec<TypedModel>> {
-    let model = read_nnef(nnef, size, classes)?;
-    guarded(nnef, || {
-        split::split(model).map_err(|e| backend_err("tract", Some(&nnef.display().to_string()), e))
+    split_file(nnef, read_nnef(nnef, size, classes)?)
+}
+
+/// The parts of `file`'s decluttered model (see [`split`]).
+fn split_file(file: &Path, model: TypedModel) -> Result<Vec<TypedModel>> {
+    guarded(file, || {
+        split::split(model).map_err(|e| backend_err("tract", Some(&file.display().to_string()), e))
     })
 }
 
@@ -430,13 +437,13 @@ fn nnef_parts(nnef: &Path, size: usize, classes: usize) -> Result<Vec<TypedModel
 /// tract reads without its ONNX front end (`model.nnef.tar` in a model directory).
 #[cfg(feature = "tract")]
 pub fn write_nnef(onnx: &Path, size: usize, out: &Path) -> Result<()> {
+    use nasnet_core::fsutil::{FsError, io, write_file_atomically};
     let model = decluttered(onnx, size)?;
     let bytes = guarded(onnx, || {
         tract_nnef::nnef()
             .write_to_tar(&model, Vec::new())
             .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
     })?;
-    use nasnet_core::fsutil::{FsError, io, write_file_atomically};
     write_file_atomically(out, |tmp| std::fs::write(tmp, &bytes).map_err(io(tmp))).map_err(
         |e: FsError| Error::Model {
             message: e.to_string(),
@@ -481,10 +488,7 @@ fn onnx_parts(onnx: &Path, size: usize, cache: &TractCache, parallel: bool) -> R
             return Ok(Prepared::Plans(plans));
         }
     }
-    let model = decluttered(onnx, size)?;
-    let parts = guarded(onnx, || {
-        split::split(model).map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
-    })?;
+    let parts = split_file(onnx, decluttered(onnx, size)?)?;
     if let Some(path) = &path {
         // A cache that cannot be written (a read-only model directory) only costs time.
         match store_prepared(onnx, path, &parts, cache) {
@@ -504,7 +508,7 @@ pub fn optimized_ops(
 ) -> Result<std::collections::BTreeMap<String, usize>> {
     let mut h = std::collections::BTreeMap::new();
     let source = Source::Onnx(onnx.to_owned());
-    for plan in plans(&source, (size, 0), &TractCache::Off, true)? {
+    for plan in plans(&source, size, &TractCache::Off, true)? {
         for n in plan.model().nodes() {
             *h.entry(n.op().name().to_string()).or_default() += 1;
         }
@@ -513,16 +517,14 @@ pub fn optimized_ops(
 }
 
 impl TractEngine {
-    /// Opens a model for images of `size` pixels with `classes` classes (what an NNEF file
-    /// is checked against).
     pub(crate) fn open(
         source: &Source,
-        (size, classes): (usize, usize),
+        size: usize,
         threads: Option<usize>,
         cache: &TractCache,
     ) -> Result<Self> {
         let start = std::time::Instant::now();
-        let plans = plans(source, (size, classes), cache, threads != Some(1))?;
+        let plans = plans(source, size, cache, threads != Some(1))?;
         log::info!(
             "{} ready in {:.0} ms ({} parts)",
             source.path().display(),
@@ -600,7 +602,7 @@ pub fn profile_ops(
     runs: usize,
 ) -> Result<Vec<(String, usize, f64)>> {
     let source = Source::Onnx(onnx.to_owned());
-    let engine = TractEngine::open(&source, (size, 0), threads, &TractCache::Off)?;
+    let engine = TractEngine::open(&source, size, threads, &TractCache::Off)?;
     let input: Tensor =
         Tensor::zero::<f32>(&[1, 3, size, size]).map_err(|e| backend_err("tract", None, e))?;
     // Per operator: the (part, node) pairs it runs as, and its milliseconds.
@@ -644,6 +646,26 @@ pub fn profile_ops(
 #[cfg(all(test, feature = "tract"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_nnef_model_of_another_shape_is_refused_by_name() -> TractResult<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("model.nnef.tar");
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 3, 4, 4]))?;
+        model.select_output_outlets(&[x])?;
+        std::fs::write(&file, tract_nnef::nnef().write_to_tar(&model, Vec::new())?)?;
+        let e = read_nnef(&file, 4, 10).err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(
+            e.contains(&file.display().to_string()) && e.contains("1 outputs"),
+            "{e}"
+        );
+        let e = read_nnef(&file, 8, 10).err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(e.contains("input is [1, 3, 4, 4]"), "{e}");
+        Ok(())
+    }
 
     #[test]
     fn the_cache_names_the_tract_in_use() -> TractResult<()> {
