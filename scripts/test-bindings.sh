@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The C library end to end, as an app gets it: `cargo cinstall` into a prefix under target/
-# (the shared library with its SONAME, the static library, the header, nasnet.pc), then with the
-# system C compiler and `pkg-config --cflags --libs nasnet`: the C example, the threaded test,
-# the misuse table (every export with null, zero and out-of-range arguments) and a caller built
-# against the options of an older header; the example again linked statically, and through a
-# CMake project where CMake is installed. The example's output is compared with
-# `nasnet classify --json`, and the programs run under valgrind (no leaks, no errors, error
-# paths included). The fuzz target of nasnet_classify_image replays its seeds and regressions
-# in `cargo test` (tests/fuzz_seeds.rs) and runs here under libFuzzer and AddressSanitizer for
-# FUZZ_SECONDS (default 60; scripts/fuzz.sh alone runs it for longer). Called by
-# scripts/test.sh; needs cargo-c and cargo-fuzz (scripts/setup.sh --capi --fuzz).
+# The C library end to end, as an app gets it: the app build (tract reading NNEF models, no ONNX
+# front end, image files decoded, the compact resizer: features `nnef,decode,compact`) installed
+# with `cargo cinstall` into a prefix under target/ (the shared library with its SONAME, the
+# static library, the header, nasnet.pc), then with the system C compiler and
+# `pkg-config --cflags --libs nasnet`: the C example, the threaded test, the misuse table (every
+# export with null, zero and out-of-range arguments) and a caller built against the options of
+# an older header; the example again linked statically, and through a CMake project where CMake
+# is installed. The model directory holds the model's NNEF form (`nasnet export --format nnef`).
+# The example's output is compared with `nasnet classify --json`, and the programs run under
+# valgrind (no leaks, no errors, error paths included). The library's symbol table must carry
+# nothing of tract's ONNX front end. The default build (ONNX models, ONNX Runtime) runs through
+# the same exports in `cargo test`. The fuzz target of nasnet_classify_image (its seeds, past
+# findings and a thousand mutants, tests/fuzz_seeds.rs) runs here again under valgrind, from the
+# test binary `cargo test` built: a read past the caller's pixel buffer is an error.
+# Coverage-guided runs under libFuzzer and AddressSanitizer: scripts/fuzz.sh. Called by
+# scripts/test.sh; needs cargo-c (scripts/setup.sh --capi).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +28,8 @@ trap 'rm -rf "$work"' EXIT
 # every dependency when the install paths change.
 prefix=$PWD/target/capi/prefix
 rm -rf "$prefix"
-cargo cinstall --release --locked -p nasnet-bindings --target-dir target/capi \
-  --prefix "$prefix" --libdir "$prefix/lib" >&2
+cargo cinstall --release --locked -p nasnet-bindings --no-default-features \
+  --features nnef,decode,compact --target-dir target/capi --prefix "$prefix" --libdir "$prefix/lib" >&2
 echo "bindings: cargo cinstall installed:"
 find "$prefix" -type l -printf '  %P -> %l\n' -o -type f -printf '  %P\n' | sort
 soname=$(readelf -d "$prefix/lib/libnasnet.so" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
@@ -32,6 +37,12 @@ version=$(sed -n 's/^version = "\([0-9]*\)\.\([0-9]*\)\..*/\1.\2/p' Cargo.toml |
 [ "$soname" = "libnasnet.so.$version" ] \
   || { echo "bindings: SONAME is '$soname', expected libnasnet.so.$version" >&2; exit 1; }
 [ -e "$prefix/lib/$soname" ] || { echo "bindings: $soname is not installed" >&2; exit 1; }
+# tract's ONNX front end left out: no function of tract-onnx, tract-hir or prost in the
+# library's symbol table (cargo-c's release build keeps it).
+if nm "$prefix/lib/libnasnet.so" | grep -qE "tract_onnx|tract_hir|prost"; then
+  echo "bindings: the app library carries tract's ONNX front end" >&2
+  exit 1
+fi
 
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 cc=${CC:-gcc}
@@ -64,8 +75,10 @@ else
   echo "bindings: SKIPPED the CMake build: cmake is not installed"
 fi
 
-# A small synthetic model (Mobile wiring, F = 8) keeps valgrind fast.
+# A small synthetic model (Mobile wiring, F = 8) keeps valgrind fast; its NNEF form goes into
+# the directory (model.json records its sha256), where tract reads it before model.onnx.
 ./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 --classes 10 -o "$work/model"
+./target/release/nasnet export --model "$work/model" --format nnef -o "$work/model/model.nnef.tar"
 images=(tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg)
 "$work/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c.jsonl"
 "$work/classify-static" --top-k 5 "$work/model" "${images[@]}" > "$work/c-static.jsonl"
@@ -100,46 +113,20 @@ $vg "$work/threads" "$work/model" "${images[0]}" 2 1
 $vg "$work/misuse" "$work/model" "${images[0]}"
 echo "bindings: valgrind found no leaks and no errors"
 
-# The app build: tract reading NNEF only, no ONNX front end, the compact resizer (features
-# `nnef,decode,compact`; the pixels-only build leaves `decode` out too), installed the same
-# way into the same prefix, on the model's NNEF form alone: the example prints what the CLI
-# prints, and the misuse table and the example pass under valgrind.
-nnef_model=$work/nnef-model
-mkdir -p "$nnef_model"
-cp "$work/model/model.json" "$nnef_model/"
-./target/release/nasnet export --model "$work/model" --format nnef -o "$nnef_model/model.nnef.tar"
-rm -rf "$prefix"
-cargo cinstall --release --locked -p nasnet-bindings --no-default-features --features nnef,decode,compact \
-  --target-dir target/capi --prefix "$prefix" --libdir "$prefix/lib" >&2
-# tract's ONNX front end left out: no function of tract-onnx, tract-hir or prost in the
-# library's symbol table (cargo-c's release build keeps it).
-if nm "$prefix/lib/libnasnet.so" | grep -qE "tract_onnx|tract_hir|prost"; then
-  echo "bindings: the NNEF-only library carries tract's ONNX front end" >&2
-  exit 1
-fi
-build classify-nnef bindings/examples/classify.c
-build misuse-nnef bindings/tests/misuse.c
-"$work/classify-nnef" --top-k 5 "$nnef_model" "${images[@]}" > "$work/c-nnef.jsonl"
-./target/release/nasnet classify --model "$nnef_model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli-nnef.jsonl"
-python3 - "$work/cli-nnef.jsonl" "$work/c-nnef.jsonl" <<'PY'
+# The fuzz target's replay under valgrind: random sizes, strides, formats and output lengths
+# through nasnet_classify_image, each on a buffer exactly as large as its arguments say; an
+# invalid read or write, a leak or a failed check stops the tests. (The test binary as
+# `cargo test --release --workspace` built it: nothing is compiled here.)
+fuzz_seeds=$(cargo test --release --locked --workspace --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
 import json, sys
-cli, c = ([json.loads(l) for l in open(p)] for p in sys.argv[1:3])
-assert len(c) == len(cli) == 2, (len(c), len(cli))
-for a, b in zip(c, cli):
-    assert a["input"] == b["input"] and a["backend"] == b["backend"], (a, b)
-    assert [p["index"] for p in a["predictions"]] == [p["index"] for p in b["predictions"]]
-    for p, q in zip(a["predictions"], b["predictions"]):
-        assert abs(p["logit"] - q["logit"]) <= 1e-6 * max(1.0, abs(q["logit"])), (p, q)
-print("bindings: the NNEF-only library (no tract-onnx) prints what `nasnet classify --json` prints")
-PY
-# (The example's --check-errors expects ONNX Runtime's error, which this build has not.)
-$vg "$work/classify-nnef" --top-k 5 "$nnef_model" "${images[0]}" > /dev/null
-$vg "$work/misuse-nnef" "$nnef_model" "${images[0]}"
-echo "bindings: the NNEF-only library passes the misuse table under valgrind"
-
-# The fuzz smoke run: random sizes, strides, formats and output lengths through
-# nasnet_classify_image; a crash, a leak or a failed check stops the tests.
-./scripts/fuzz.sh -t "${FUZZ_SECONDS:-60}" c_classify_image
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fuzz_seeds" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$fuzz_seeds" ] || { echo "bindings: no fuzz_seeds test binary (cargo test --release --workspace builds it)" >&2; exit 1; }
+$vg "$fuzz_seeds" --exact c_classify_image_target --test-threads 1 -q --nocapture 2>&1 | grep -E "mutants|test result"
+echo "bindings: the nasnet_classify_image fuzz replay passes under valgrind"
 
 # The mobile builds: tract only, no ONNX Runtime, no Candle in the dependency tree; the app
 # build (NNEF, pixels only) without tract's ONNX front end and without image decoders.

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # ONNX Runtime (once) for the `ort` backend's tests, Pillow for the Python example, cargo-c for
-# the C library's install test, cargo-fuzz for its fuzz smoke run, the CLI.
-./scripts/setup.sh --ort --capi --fuzz
+# the C library's install test, the CLI.
+./scripts/setup.sh --ort --capi
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh
