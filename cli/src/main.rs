@@ -63,8 +63,15 @@ fn init_logging(quiet: bool, verbose: u8) {
         (false, 2) => "debug",
         _ => "trace",
     };
+    // hf-hub logs a failed download as an error of its own before returning it; the error
+    // nasnet reports says the same, so that record shows from `-v` on.
+    let directives = if verbose == 0 {
+        format!("{level},hf_hub::retry=off")
+    } else {
+        level.to_owned()
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     // Fails only if a subscriber is already installed, which nothing here does.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -552,6 +559,11 @@ pub fn one_line(msg: &str) -> String {
     msg.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// What to do when no source of a model can be reached (after the error, on its line).
+const OFFLINE_HINT: &str = ". Without a network: --offline runs the models already in the \
+cache (`nasnet cache` lists them) and the bundled nasnet-a-fashion-mnist; --registry DIR pulls \
+from a registry on disk; `nasnet import --arch ARCH FILE -o DIR` converts weights you have";
+
 fn main() -> ExitCode {
     match run() {
         Ok(code) => code,
@@ -562,7 +574,15 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("nasnet: {}", one_line(&format!("{err:#}")));
+            let hint = if err.chain().any(|e| {
+                e.downcast_ref::<nasnet_zoo::Error>()
+                    .is_some_and(nasnet_zoo::Error::is_unreachable)
+            }) {
+                OFFLINE_HINT
+            } else {
+                ""
+            };
+            eprintln!("nasnet: {}{hint}", one_line(&format!("{err:#}")));
             ExitCode::from(2)
         }
     }

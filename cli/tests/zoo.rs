@@ -454,6 +454,58 @@ fn hub_downloads_are_cached_by_hf_hub() {
     );
 }
 
+/// Without a network: every source of the default model refuses the connection (two URLs and
+/// the hub, with the default retry count). The first `classify` fails within seconds, each
+/// source tried twice rather than five times, and the error names the network and the ways
+/// to work offline.
+#[test]
+fn without_a_network_the_first_classify_fails_fast_and_says_how_to_work_offline() {
+    let env = Env::new();
+    let mobile = small(Preset::Mobile, 8, 0.25, 10);
+    // A port nothing listens on once the listener is gone: connections are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = |f: &str| format!("http://{closed}/{f}");
+    let mut e = entry(
+        "nasnet-a-mobile",
+        &mobile,
+        json!({"url": [url("a.pth"), url("b.pth")], "format": "cadene"}),
+    );
+    e["sources"].as_array_mut().unwrap().push(
+        json!({"hf": {"repo": "acme/m", "revision": "main", "file": "w.pth"}, "format": "cadene"}),
+    );
+    let registry = env.registry(json!([e]));
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg");
+    let start = std::time::Instant::now();
+    let err = env
+        .cli()
+        .env("HF_ENDPOINT", format!("http://{closed}"))
+        .env_remove("NASNET_HTTP_RETRIES")
+        .fails_with_status_2(&[
+            "classify",
+            "--registry",
+            registry.to_str().unwrap(),
+            photo.to_str().unwrap(),
+        ]);
+    let took = start.elapsed();
+    // A note that the model is pulled on first use, then the error on one line.
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("pulling nasnet-a-mobile"), "{err}");
+    assert!(took.as_secs_f64() <= 10.0, "took {took:?}: {err}");
+    assert!(
+        err.contains("the network could not be reached") && err.contains("refused"),
+        "{err}"
+    );
+    for way in ["--offline", "--registry DIR", "nasnet import"] {
+        assert!(err.contains(way), "names {way}: {err}");
+    }
+    // Two tries per URL, not five: "tried 2 times".
+    assert_eq!(err.matches("tried 2 times").count(), 2, "{err}");
+}
+
 #[test]
 fn concurrent_pulls_of_one_model_download_once_and_both_succeed() {
     let env = Env::new();

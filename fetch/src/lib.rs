@@ -2,7 +2,9 @@
 //! caller's checksum) before it gets its final name, so a file under its final name is always
 //! complete. Connections and reads time out, failed transfers are retried with exponential
 //! backoff and resumed with HTTP `Range` where the server allows, and one process at a time
-//! downloads a file ([`Policy`]). Used by the zoo for model weights and by the queue for
+//! downloads a file ([`Policy`]). A connection that cannot be made at all (no network, a
+//! refused port, a name that does not resolve) is tried once more, not as often: it fails
+//! fast, as [`Error::Unreachable`]. Used by the zoo for model weights and by the queue for
 //! datasets; it knows nothing of either.
 
 use std::io::Write;
@@ -27,6 +29,15 @@ pub enum Error {
         /// The URL.
         url: String,
         /// What went wrong.
+        problem: String,
+    },
+    /// No connection could be made (the name did not resolve, the connection was refused or
+    /// timed out, the network is unreachable), twice.
+    #[error("{url}: cannot connect: {problem}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What the system said.
         problem: String,
     },
     /// The file's content is not what was expected; the download was deleted.
@@ -91,7 +102,7 @@ pub struct Policy {
     /// Time allowed without receiving a byte.
     pub read_timeout: Duration,
     /// Attempts after the first, on timeouts, dropped connections and 5xx answers; a 4xx
-    /// answer is never retried.
+    /// answer is never retried, and a connection that cannot be made is tried once more only.
     pub retries: usize,
     /// The first wait between attempts; each next one doubles (with jitter), up to 30 s.
     pub backoff: Duration,
@@ -100,7 +111,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             retries: 4,
             backoff: Duration::from_secs(1),
@@ -129,6 +140,15 @@ impl Policy {
         p
     }
 
+    /// An HTTP client with these timeouts (for libraries that take one, such as hf-hub).
+    pub fn client(&self) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.read_timeout)
+            .user_agent(concat!("nasnet/", env!("CARGO_PKG_VERSION")))
+            .build()
+    }
+
     /// The waits between attempts: exponential with jitter (backon's builder).
     fn waits(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
@@ -150,6 +170,8 @@ pub fn download_url(url: &str, dest: &Path, progress: bool) -> Result<()> {
 enum Attempt {
     /// Worth another try (timeout, dropped connection, 5xx), with what happened.
     Retry(String),
+    /// No connection could be made: worth one more try, not more.
+    Unreachable(String),
     /// Final (4xx, a local error).
     Fail(Error),
 }
@@ -186,42 +208,50 @@ pub fn download_with(
     let tmp = hidden_sibling(dest, "partial");
     let name = url.rsplit('/').next().unwrap_or(url);
     let pb = bar(0, name, progress);
-    let client = reqwest::Client::builder()
-        .connect_timeout(policy.connect_timeout)
-        .read_timeout(policy.read_timeout)
-        .build()
-        .map_err(|e| Error::Download {
-            url: url.to_owned(),
-            problem: format!("cannot start an HTTP client: {e}"),
-        })?;
+    let client = policy.client().map_err(|e| Error::Download {
+        url: url.to_owned(),
+        problem: format!("cannot start an HTTP client: {e}"),
+    })?;
     let mut waits = policy.waits();
     let mut attempts = 0;
+    let mut unreachable = 0;
     let result = block_on(async {
         loop {
             attempts += 1;
-            match attempt(&client, url, &tmp, &pb).await {
+            let problem = match attempt(&client, url, &tmp, &pb).await {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(problem)) => match waits.next() {
-                    Some(wait) => {
-                        pb.set_message(format!("{name} (retrying)"));
-                        let note =
-                            format!("{url}: {problem}; retrying in {:.1} s", wait.as_secs_f64());
-                        if progress {
-                            pb.println(note);
-                        } else {
-                            tracing::warn!("{note}");
-                        }
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => {
-                        return Err(Error::Download {
+                Err(Attempt::Retry(problem)) => problem,
+                Err(Attempt::Unreachable(problem)) => {
+                    // Without a network every attempt fails the same way: one more try (a
+                    // moment's outage), then give up, instead of waiting out every retry.
+                    unreachable += 1;
+                    if unreachable > 1 {
+                        return Err(Error::Unreachable {
                             url: url.to_owned(),
-                            problem: format!("{problem} (gave up after {attempts} attempts)"),
+                            problem: format!("{problem} (tried {attempts} times)"),
                         });
                     }
-                },
+                    problem
+                }
+            };
+            let Some(wait) = waits.next() else {
+                let problem = format!("{problem} (gave up after {attempts} attempts)");
+                let url = url.to_owned();
+                return Err(if unreachable == attempts {
+                    Error::Unreachable { url, problem }
+                } else {
+                    Error::Download { url, problem }
+                });
+            };
+            pb.set_message(format!("{name} (retrying)"));
+            let note = format!("{url}: {problem}; retrying in {:.1} s", wait.as_secs_f64());
+            if progress {
+                pb.println(note);
+            } else {
+                tracing::warn!("{note}");
             }
+            tokio::time::sleep(wait).await;
         }
     })?;
     pb.finish_and_clear();
@@ -257,13 +287,19 @@ async fn attempt(
     tmp: &Path,
     pb: &indicatif::ProgressBar,
 ) -> std::result::Result<(), Attempt> {
-    let retry = |e: reqwest::Error| Attempt::Retry(e.to_string());
+    let retry = |e: reqwest::Error| Attempt::Retry(describe(&e));
     let have = std::fs::metadata(tmp).map(|m| m.len()).unwrap_or(0);
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let mut resp = req.send().await.map_err(retry)?;
+    let mut resp = req.send().await.map_err(|e| {
+        if e.is_connect() {
+            Attempt::Unreachable(root_cause(&e))
+        } else {
+            retry(e)
+        }
+    })?;
     let status = resp.status();
     if status.is_server_error() {
         return Err(Attempt::Retry(format!("HTTP {status}")));
@@ -310,6 +346,31 @@ async fn attempt(
         )));
     }
     f.sync_all().map_err(|e| Attempt::Fail(io(tmp)(e)))
+}
+
+/// An error of reqwest with its causes ("error sending request" alone does not say that the
+/// connection was refused).
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The innermost cause of an error: for a connection that failed, what the system said
+/// ("Connection refused (os error 111)", "failed to lookup address information: ...").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    last.to_string()
 }
 
 /// The lowercase hex md5 of a file (some upstream weights publish only that).

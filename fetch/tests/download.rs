@@ -87,6 +87,46 @@ fn server_errors_are_retried_and_client_errors_are_not() {
 }
 
 #[test]
+fn a_refused_connection_is_tried_twice_not_as_often_as_other_failures() {
+    // A port nothing listens on once the listener is gone.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{addr}/w.pth");
+    let dir = tempfile::tempdir().unwrap();
+    let e = download_with(
+        &url,
+        &dir.path().join("w.pth"),
+        false,
+        &quick(4),
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Unreachable { .. }), "{msg}");
+    assert!(
+        msg.contains(&url) && msg.contains("refused") && msg.contains("tried 2 times"),
+        "{msg}"
+    );
+    // With no retries allowed it is tried once, and still said to be unreachable.
+    let e = download_with(
+        &url,
+        &dir.path().join("w.pth"),
+        false,
+        &quick(0),
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    assert!(
+        leftovers(dir.path()).is_empty(),
+        "{:?}",
+        leftovers(dir.path())
+    );
+}
+
+#[test]
 fn a_bad_checksum_deletes_the_download() {
     let server = Server::start();
     let url = server.route("/f", Route::File(b"payload".to_vec()));

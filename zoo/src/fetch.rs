@@ -7,7 +7,9 @@
 //! to a `.partial` file and renamed only once complete and verified, so an interrupted
 //! download never counts as a file; a complete one is removed once converted (the model
 //! directory holds the weights). Offline (`--offline` or `HF_HUB_OFFLINE=1`), nothing
-//! touches the network and a missing piece is named.
+//! touches the network and a missing piece is named. Without a network, a pull fails fast:
+//! each URL and hub file is tried twice, sources stop being tried once none could be reached
+//! for 20 s, and the error says that the network could not be reached.
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +67,9 @@ pub fn locate(
     pull(entry, home, opts)
 }
 
+/// How long a pull goes on trying sources while none could be connected to.
+const UNREACHABLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Makes sure `entry` is converted in the cache and returns its model directory.
 pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     let dir = entry.cache_dir(home);
@@ -80,12 +85,26 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
     }
     let offline = opts.offline || offline_from_env();
     let mut failures = vec![];
+    // Whether every source failed to connect (no network): then the error says so, and once
+    // that has gone on for UNREACHABLE_DEADLINE the sources left are not tried (a network that
+    // drops packets makes each connection wait out its timeout).
+    let mut unreachable = true;
+    let start = std::time::Instant::now();
     for source in &entry.sources {
+        if unreachable && !failures.is_empty() && start.elapsed() > UNREACHABLE_DEADLINE {
+            failures.push(format!(
+                "{} more source(s) not tried after {} s without a connection",
+                entry.sources.len() - failures.len(),
+                UNREACHABLE_DEADLINE.as_secs()
+            ));
+            break;
+        }
         if source.format == Format::Nasnet {
             match fetch_model_dir(source, &dir, offline, opts.progress) {
                 Ok(()) => return Ok(dir),
                 Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
                 Err(e) => {
+                    unreachable &= e.is_unreachable();
                     failures.push(e.to_string());
                     continue;
                 }
@@ -95,6 +114,7 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
             Ok(f) => f,
             Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
             Err(e) => {
+                unreachable &= e.is_unreachable();
                 failures.push(e.to_string());
                 continue;
             }
@@ -131,6 +151,13 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
             failures.join("; ")
         )));
     }
+    if unreachable && !failures.is_empty() {
+        return Err(Error::Unreachable(format!(
+            "{}: the network could not be reached: {}",
+            entry.spec(),
+            failures.join("; ")
+        )));
+    }
     Err(Error::Download {
         resource: entry.spec(),
         problem: format!("no source could be fetched: {}", failures.join("; ")),
@@ -142,6 +169,7 @@ pub fn pull(entry: &Entry, home: &Path, opts: &PullOptions) -> Result<PathBuf> {
 /// checked against the weights. The directory appears complete or not at all.
 fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -> Result<()> {
     let mut failures = vec![];
+    let mut unreachable = true;
     for location in &source.url {
         if offline && is_url(location) {
             failures.push(format!("{location}: not fetched offline"));
@@ -217,12 +245,17 @@ fn fetch_model_dir(source: &Source, dir: &Path, offline: bool, progress: bool) -
         match result {
             Ok(_) => return Ok(()),
             Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                unreachable &= e.is_unreachable();
+                failures.push(e.to_string());
+            }
         }
     }
     let problem = failures.join("; ");
     Err(if offline {
         Error::Offline(problem)
+    } else if unreachable && !failures.is_empty() {
+        Error::Unreachable(problem)
     } else {
         Error::Download {
             resource: "model directory".into(),
@@ -280,12 +313,19 @@ fn fetch(source: &Source, home: &Path, offline: bool, progress: bool) -> Result<
         )));
     }
     let mut failures = vec![];
+    let mut unreachable = true;
     for url in &source.url {
         match download(url, &downloads.join(name(url)), source, progress) {
             Ok(()) => return Ok(downloads.join(name(url))),
             Err(e @ Error::Fetch(nasnet_fetch::Error::Checksum { .. })) => return Err(e),
-            Err(e) => failures.push(e.to_string()),
+            Err(e) => {
+                unreachable &= e.is_unreachable();
+                failures.push(e.to_string());
+            }
         }
+    }
+    if unreachable && !failures.is_empty() {
+        return Err(Error::Unreachable(failures.join("; ")));
     }
     Err(Error::Offline(failures.join("; ")))
 }
@@ -337,7 +377,15 @@ fn fetch_hf(hf: &crate::registry::HfFile, offline: bool, progress: bool) -> Resu
         .repo
         .split_once('/')
         .ok_or_else(|| fail("repo must be owner/name".into()))?;
-    let client = hf_hub::HFClient::new().map_err(|e| fail(e.to_string()))?;
+    // The downloads' timeouts, and one retry: hf-hub's own five would make a pull without
+    // a network wait for each of them.
+    let policy = nasnet_fetch::Policy::from_env();
+    let http = policy.client().map_err(|e| fail(e.to_string()))?;
+    let client = hf_hub::HFClientBuilder::new()
+        .client(http)
+        .retry_max_attempts(policy.retries.min(1))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     let pb = nasnet_fetch::bar(0, &hf.file, progress && !offline);
     let handler: std::sync::Arc<dyn hf_hub::progress::ProgressHandler> =
         std::sync::Arc::new(HfProgress(pb));
@@ -353,7 +401,13 @@ fn fetch_hf(hf: &crate::registry::HfFile, offline: bool, progress: bool) -> Resu
     )?;
     result.map_err(|e| match e {
         hf_hub::HFError::LocalEntryNotFound { .. } => fail("not in the Hugging Face cache".into()),
-        e => fail(e.to_string()),
+        hf_hub::HFError::Request { source, .. } if source.is_connect() => {
+            Error::Unreachable(format!(
+                "{resource}: cannot connect: {}",
+                nasnet_fetch::root_cause(&source)
+            ))
+        }
+        e => fail(nasnet_fetch::describe(&e)),
     })
 }
 

@@ -54,6 +54,9 @@ pub enum Error {
     /// A needed file is not available without the network.
     #[error("{0}")]
     Offline(String),
+    /// No source could be connected to: the network, or every server, could not be reached.
+    #[error("{0}")]
+    Unreachable(String),
     /// A URL download or its checksum.
     #[error(transparent)]
     Fetch(#[from] nasnet_fetch::Error),
@@ -66,6 +69,16 @@ pub enum Error {
     /// A tensor operation on the weights.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    /// Whether no connection could be made (as opposed to a server that answered wrongly).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unreachable(_) | Error::Fetch(nasnet_fetch::Error::Unreachable { .. })
+        )
+    }
 }
 
 /// The result of the zoo's functions.
