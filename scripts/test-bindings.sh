@@ -117,14 +117,7 @@ echo "bindings: valgrind found no leaks and no errors"
 # through nasnet_classify_image, each on a buffer exactly as large as its arguments say; an
 # invalid read or write, a leak or a failed check stops the tests. (The test binary as
 # `cargo test --release --workspace` built it: nothing is compiled here.)
-fuzz_seeds=$(cargo test --release --locked --workspace --no-run --message-format=json 2>/dev/null \
-  | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "fuzz_seeds" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$fuzz_seeds" ] || { echo "bindings: no fuzz_seeds test binary (cargo test --release --workspace builds it)" >&2; exit 1; }
+fuzz_seeds=$(scripts/test-binary.sh fuzz_seeds)
 $vg "$fuzz_seeds" --exact c_classify_image_target --test-threads 1 -q --nocapture 2>&1 | grep -E "mutants|test result"
 echo "bindings: the nasnet_classify_image fuzz replay passes under valgrind"
 

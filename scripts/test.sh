@@ -13,16 +13,18 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 ./scripts/check-deps.sh
 RUSTDOCFLAGS="-D missing_docs -D warnings" cargo doc --release --locked --no-deps -p nasnet -p nasnet-runtime
 NASNET_REQUIRE_ORT=1 cargo test --release --locked --workspace
-# The CUDA tests run where a GPU is (scripts/gpu-check.sh); here they say why they skip.
-cargo test --release --locked -q -p nasnet-model --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result"
+# The CUDA tests run where a GPU is (scripts/gpu-check.sh); here they say why they skip. (With
+# --workspace, as above: the same features, so nothing is built again; the examples below are
+# the binaries that build made, for the same reason.)
+cargo test --release --locked -q --workspace --test cuda -- --nocapture 2>&1 | grep -E "SKIPPED|test result"
 # The examples of the one-call API, on a small synthetic model.
 examples=$(mktemp -d)
 cuda_log=$(mktemp)
 cuda_pid=
 trap 'rm -rf "$examples" "$cuda_log"; [ -z "$cuda_pid" ] || kill "$cuda_pid" 2>/dev/null || true' EXIT
 ./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 -o "$examples/model"
-cargo run --release --locked -q --example classify -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
-cargo run --release --locked -q --example embed -- "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
+"$(scripts/test-binary.sh classify)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
+"$(scripts/test-binary.sh embed)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
 # The CUDA build compiles here, without a GPU: the compiler set from PyPI (scripts/cuda-env.sh),
 # then a type check of the binary and of the CUDA tests with the feature on. It runs in a target
 # directory of its own, beside the C library's tests (whose builds and valgrind runs leave a
