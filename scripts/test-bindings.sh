@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-cinstall >/dev/null \
   || { echo "bindings: cargo-c is missing; scripts/setup.sh --capi installs it" >&2; exit 1; }
-cargo build --release --locked -p nasnet-cli
+# The CLI as `cargo test --release --workspace` built it (building it with its own features
+# would rebuild crates that the tests' build then rebuilds again).
+nasnet=$(scripts/test-binary.sh nasnet bin)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # cargo-c builds in a target directory of its own (the cargo inside it is another version,
@@ -77,8 +79,8 @@ fi
 
 # A small synthetic model (Mobile wiring, F = 8) keeps valgrind fast; its NNEF form goes into
 # the directory (model.json records its sha256), where tract reads it before model.onnx.
-./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 --classes 10 -o "$work/model"
-./target/release/nasnet export --model "$work/model" --format nnef -o "$work/model/model.nnef.tar"
+"$nasnet" synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 --classes 10 -o "$work/model"
+"$nasnet" export --model "$work/model" --format nnef -o "$work/model/model.nnef.tar"
 images=(tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg)
 "$work/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c.jsonl"
 "$work/classify-static" --top-k 5 "$work/model" "${images[@]}" > "$work/c-static.jsonl"
@@ -87,7 +89,7 @@ if [ -x "$work/cmake/classify" ]; then
   "$work/cmake/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c-cmake.jsonl"
   outputs+=("$work/c-cmake.jsonl")
 fi
-./target/release/nasnet classify --model "$work/model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli.jsonl"
+"$nasnet" classify --model "$work/model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli.jsonl"
 python3 - "$work/cli.jsonl" "${outputs[@]}" <<'PY'
 import json, sys
 cli = [json.loads(l) for l in open(sys.argv[1])]
@@ -117,7 +119,7 @@ echo "bindings: valgrind found no leaks and no errors"
 # through nasnet_classify_image, each on a buffer exactly as large as its arguments say; an
 # invalid read or write, a leak or a failed check stops the tests. (The test binary as
 # `cargo test --release --workspace` built it: nothing is compiled here.)
-fuzz_seeds=$(scripts/test-binary.sh fuzz_seeds)
+fuzz_seeds=$(scripts/test-binary.sh fuzz_seeds test)
 $vg "$fuzz_seeds" --exact c_classify_image_target --test-threads 1 -q --nocapture 2>&1 | grep -E "mutants|test result"
 echo "bindings: the nasnet_classify_image fuzz replay passes under valgrind"
 

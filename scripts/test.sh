@@ -23,8 +23,8 @@ cuda_log=$(mktemp)
 cuda_pid=
 trap 'rm -rf "$examples" "$cuda_log"; [ -z "$cuda_pid" ] || kill "$cuda_pid" 2>/dev/null || true' EXIT
 ./target/release/nasnet synthetic --arch nasnet-a-mobile --filters 8 --stem-multiplier 0.25 -o "$examples/model"
-"$(scripts/test-binary.sh classify)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
-"$(scripts/test-binary.sh embed)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
+"$(scripts/test-binary.sh classify example)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
+"$(scripts/test-binary.sh embed example)" "$examples/model" tests/fixtures/images/chelsea.jpg tests/fixtures/images/portrait.jpg
 # The CUDA build compiles here, without a GPU: the compiler set from PyPI (scripts/cuda-env.sh),
 # then a type check of the binary and of the CUDA tests with the feature on. It runs in a target
 # directory of its own, beside the C library's tests (whose builds and valgrind runs leave a
