@@ -78,7 +78,7 @@ typedef struct NasnetOptions NasnetOptions;
 typedef uint32_t NasnetBackend;
 
 /**
- * Where the tract backend keeps the models it has prepared, so that the next open is quick
+ * Where the tract backend keeps the models it has prepared, if anywhere
  * (see [`nasnet_options_set_tract_cache`]).
  */
 typedef uint32_t NasnetTractCache;
@@ -139,7 +139,7 @@ typedef struct NasnetImage {
 #define NASNET_BACKEND_ORT 1
 
 /**
- * A hidden file beside `model.onnx` (the default).
+ * A hidden file beside `model.onnx`.
  */
 #define NASNET_TRACT_CACHE_BESIDE_MODEL 0
 
@@ -149,7 +149,7 @@ typedef struct NasnetImage {
 #define NASNET_TRACT_CACHE_DIR 1
 
 /**
- * No cache: every open prepares the model.
+ * No cache: every open prepares the model (the default).
  */
 #define NASNET_TRACT_CACHE_OFF 2
 
@@ -239,11 +239,13 @@ enum NasnetStatus nasnet_options_set_threads(struct NasnetOptions *options, uint
 enum NasnetStatus nasnet_options_set_ort_library(struct NasnetOptions *options, const char *path);
 
 /**
- * Sets where the tract backend keeps prepared models: `NASNET_TRACT_CACHE_BESIDE_MODEL`
- * (the default; `dir` null), `NASNET_TRACT_CACHE_DIR` (in `dir`, made if missing) or
- * `NASNET_TRACT_CACHE_OFF` (`dir` null). Opening a model on tract prepares it (most of the
- * time before the first result); from the second open on, the prepared model is read. A
- * place that cannot be written to leaves the model uncached, not failing.
+ * Sets where the tract backend keeps prepared models of ONNX files:
+ * `NASNET_TRACT_CACHE_BESIDE_MODEL` (`dir` null), `NASNET_TRACT_CACHE_DIR` (in `dir`, made if
+ * missing) or `NASNET_TRACT_CACHE_OFF` (the default; `dir` null). Opening an ONNX model on
+ * tract prepares it; with a cache, from the second open on, the prepared model is read, which
+ * saves part of an open at the cost of the weights stored a second time. NNEF models are
+ * prepared already. A place that cannot be written to leaves the model uncached, not
+ * failing.
  *
  * # Safety
  * `options` is null or a live handle from [`nasnet_options_new`] no other thread uses;

@@ -503,10 +503,45 @@ fn export_writes_onnx_and_safetensors() {
         "-o",
         onnx.to_str().unwrap(),
     ]));
-    assert_eq!(
-        std::fs::read(&onnx).unwrap(),
-        std::fs::read(model.join("model.onnx")).unwrap()
+    // The export stands alone (the directory's model.onnx reads its weights from
+    // model.safetensors): a directory with only it and model.json classifies as the model.
+    let alone = d.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&onnx, alone.join("model.onnx")).unwrap();
+    std::fs::copy(model.join("model.json"), alone.join("model.json")).unwrap();
+    assert!(
+        std::fs::metadata(&onnx).unwrap().len()
+            > std::fs::metadata(model.join("model.safetensors"))
+                .unwrap()
+                .len()
+                / 2,
+        "the weights are inside the exported file"
     );
+    let cat = d.path().join("images/a.jpg");
+    let top = |dir: &Path| {
+        let out = nasnet().run(&[
+            "classify",
+            "--model",
+            dir.to_str().unwrap(),
+            "--backend",
+            "tract",
+            "--json",
+            "--top-k",
+            "1000",
+            cat.to_str().unwrap(),
+        ]);
+        ok(&out);
+        logits_of(&String::from_utf8(out.stdout).unwrap(), 1000, "tract")[0]
+            .2
+            .clone()
+    };
+    let (a, b) = (top(&model), top(&alone));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max |logit difference| {worst}");
     let st = d.path().join("w.safetensors");
     ok(&nasnet().run(&[
         "export",

@@ -378,10 +378,10 @@ fn cache_offline_checksum_truncation_and_overrides() {
         "-o",
         onnx.to_str().unwrap(),
     ]);
-    assert_eq!(
-        std::fs::read(&onnx).unwrap(),
-        std::fs::read(dir.join("model.onnx")).unwrap()
-    );
+    // The export stands alone: it holds the weights the cached model.onnx reads from
+    // model.safetensors.
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&onnx) > size(&dir.join("model.onnx")) + size(&dir.join("model.safetensors")) / 2);
     let e = env.fails(&["cache", "rm", "nasnet-a-large"]);
     assert!(e.contains("nasnet-a-large is not in the cache"), "{e}");
     let e = env.fails(&["cache", "rm", "../escape"]);
@@ -773,4 +773,64 @@ fn an_nnef_export_is_published_pulled_and_classified_like_the_onnx_graph() {
         err.contains("model.nnef.tar") && err.contains("differs from the sha256"),
         "{err}"
     );
+}
+
+/// Every byte a directory holds, hidden files and subdirectories included.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// NASNet-A Mobile at full size, published, hosted and pulled, then classified on tract: the
+/// cache (downloads included) holds its weights once, `model.safetensors`, which `model.onnx`
+/// reads; the prepared-model cache is off.
+#[test]
+fn a_pulled_mobile_holds_its_weights_once_after_a_classification_on_tract() {
+    let env = Env::new();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let run = env.dir.path().join("run");
+    env.ok(&["synthetic", "--arch", "nasnet-a-mobile", "-o", &path(&run)]);
+    let zoo = env.dir.path().join("zoo");
+    let args = publish_args(&run, &zoo, "1.0.0");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&args);
+    let served = |rel: &str| {
+        let bytes = std::fs::read(zoo.join(rel)).unwrap();
+        env.server.route(&format!("/zoo/{rel}"), Route::File(bytes))
+    };
+    let registry_url = served("registry.json");
+    for name in ["model.json", "model.onnx", "model.safetensors"] {
+        served(&format!("tiny/1.0.0/{name}"));
+    }
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images/chelsea.jpg");
+    let out = env.ok(&[
+        "classify",
+        "--model",
+        "tiny@1.0.0",
+        "--registry",
+        &registry_url,
+        "--backend",
+        "tract",
+        "--json",
+        &path(&photo),
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let home = env.dir.path().join("home");
+    let weights = std::fs::metadata(home.join("models/tiny/1.0.0/model.safetensors"))
+        .unwrap()
+        .len();
+    let total = bytes_under(&home);
+    let ratio = total as f64 / weights as f64;
+    eprintln!("cache {total} bytes for {weights} bytes of weights: {ratio:.3}x");
+    assert!(ratio <= 1.3, "the cache holds {ratio:.2}x the weights");
 }

@@ -1,5 +1,6 @@
-//! Model directories: `model.safetensors`, `model.onnx` and `model.json` (with the weights'
-//! sha256), written so that a directory with `model.json` is complete.
+//! Model directories: `model.safetensors`, `model.onnx` (reading its weights from
+//! `model.safetensors`) and `model.json` (with the weights' sha256), written so that a directory
+//! with `model.json` is complete.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub fn write_model_dir(
         let weights = tmp.join(meta::WEIGHTS_FILE);
         save_weights(tensors, &weights)?;
         meta.weights.sha256 = sha256_file(&weights)?;
-        crate::onnx::write_onnx(&net, &tmp.join(meta::ONNX_FILE))?;
+        crate::onnx::write_onnx_sharing(&net, &tmp.join(meta::ONNX_FILE), &weights)?;
         let json = tmp.join(meta::META_FILE);
         std::fs::write(&json, meta.to_json()).map_err(io(&json))?;
         Ok(())
@@ -52,10 +53,19 @@ pub fn write_model_files(
     let vb = candle_nn::VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let net = NasNet::new(&meta.architecture, vb)?;
     let weights = dir.join(meta::WEIGHTS_FILE);
+    let onnx = dir.join(meta::ONNX_FILE);
+    // The ONNX file reads its weights from the weights file: the old one goes first, so that
+    // no moment pairs it with new weights.
+    match std::fs::remove_file(&onnx) {
+        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+            return Err(crate::Error::Io { path: onnx, source });
+        }
+        _ => {}
+    }
     write_file_atomically(&weights, |p| save_weights(tensors, p))?;
     meta.weights.sha256 = sha256_file(&weights)?;
     // Atomic itself.
-    crate::onnx::write_onnx(&net, &dir.join(meta::ONNX_FILE))?;
+    crate::onnx::write_onnx_sharing(&net, &onnx, &weights)?;
     Ok(meta.save(dir)?)
 }
 

@@ -19,7 +19,7 @@ use candle_core::{DType, Tensor};
 // The ONNX protobuf types tract generates for its own reader, encoded with prost.
 use prost::Message;
 use tract_onnx::pb::attribute_proto::AttributeType;
-use tract_onnx::pb::tensor_proto::DataType;
+use tract_onnx::pb::tensor_proto::{DataLocation, DataType};
 use tract_onnx::pb::tensor_shape_proto::{Dimension, dimension};
 use tract_onnx::pb::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -167,9 +167,14 @@ impl OnnxGraph {
             .ok_or_else(|| Error::Build(format!("{} is not a feature map", x.name)))
     }
 
-    /// Wraps the recorded nodes into a model.
-    fn into_model(mut self, net: &NasNet, out: Output) -> ModelProto {
-        let mut nodes = fold_batch_norms(self.nodes, &mut self.initializers);
+    /// Wraps the recorded nodes into a model, with each batch norm that can be folded into
+    /// the convolution before it folded when `fold`.
+    fn into_model(mut self, net: &NasNet, out: Output, fold: bool) -> ModelProto {
+        let mut nodes = if fold {
+            fold_batch_norms(self.nodes, &mut self.initializers)
+        } else {
+            self.nodes
+        };
         for (name, v) in [(LOGITS, &out.logits), (FEATURES, &out.features)] {
             nodes.push(NodeProto {
                 op_type: "Identity".into(),
@@ -443,6 +448,11 @@ impl Graph for OnnxGraph {
 
 /// The network as an ONNX model.
 pub fn to_onnx(net: &NasNet) -> Result<ModelProto> {
+    record(net, true)
+}
+
+/// The network recorded as an ONNX model, its batch norms folded when `fold`.
+fn record(net: &NasNet, fold: bool) -> Result<ModelProto> {
     let mut g = OnnxGraph::default();
     let s = net.config.image_size;
     let input = Value {
@@ -455,7 +465,7 @@ pub fn to_onnx(net: &NasNet) -> Result<ModelProto> {
         features: out.features,
         aux_logits: None,
     };
-    Ok(g.into_model(net, out))
+    Ok(g.into_model(net, out, fold))
 }
 
 /// Serialized ONNX bytes.
@@ -474,9 +484,64 @@ pub fn op_histogram(model: &ModelProto) -> HashMap<String, usize> {
 
 /// Writes the ONNX model to `path` (through a temporary file and a rename).
 pub fn write_onnx(net: &NasNet, path: &Path) -> Result<()> {
-    let bytes = to_onnx_bytes(net)?;
+    write_bytes(path, &to_onnx_bytes(net)?)
+}
+
+/// Writes the ONNX model to `path` with its weights read from `weights`, the safetensors file
+/// of the same network in the same directory (a model directory's `model.onnx`), so that the
+/// directory holds its weights once: each initializer whose bytes the file holds is ONNX
+/// external data (the file's name, an offset and a length), which ONNX Runtime and tract read
+/// from the file. The batch norms stay (their parameters are in the file); ONNX Runtime folds
+/// them when it loads the model, and so does the runtime's tract backend.
+pub fn write_onnx_sharing(net: &NasNet, path: &Path, weights: &Path) -> Result<()> {
+    let mut model = record(net, false)?;
+    let io = |source| Error::Io {
+        path: weights.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(weights).map_err(io)?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Build(format!("{}: {e}", weights.display())))?;
+    // Each tensor's bytes and where they are in the file (equal tensors are interchangeable).
+    let stored: HashMap<&[u8], (usize, usize)> = file
+        .tensors()
+        .into_iter()
+        .map(|(_, view)| {
+            let data = view.data();
+            (
+                data,
+                (data.as_ptr() as usize - bytes.as_ptr() as usize, data.len()),
+            )
+        })
+        .collect();
+    let location = weights
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let inits = model.graph.iter_mut().flat_map(|g| &mut g.initializer);
+    for init in inits.filter(|t| t.data_type == DataType::Float as i32) {
+        let Some(&(offset, length)) = stored.get(&init.raw_data[..]) else {
+            continue;
+        };
+        let entry = |key: &str, value: String| StringStringEntryProto {
+            key: key.into(),
+            value,
+        };
+        init.external_data = vec![
+            entry("location", location.clone()),
+            entry("offset", offset.to_string()),
+            entry("length", length.to_string()),
+        ];
+        init.data_location = Some(DataLocation::External as i32);
+        init.raw_data = vec![];
+    }
+    write_bytes(path, &model.encode_to_vec())
+}
+
+/// `bytes` written to `path` through a temporary file and a rename.
+fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     nasnet_core::fsutil::write_file_atomically(path, |tmp| -> Result<()> {
-        std::fs::write(tmp, &bytes).map_err(|source| Error::Io {
+        std::fs::write(tmp, bytes).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -547,5 +612,71 @@ mod tests {
         let ops: Vec<&str> = nodes.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["Conv", "BatchNormalization", "Relu"]);
         assert_eq!(g.initializers.len(), 5);
+    }
+
+    /// A model directory's graph keeps its batch norms and reads its weights from the
+    /// safetensors file beside it: each float initializer the file holds is external data whose
+    /// bytes, at the offset and length it names, are the initializer's own, and what stays
+    /// inline is a small part.
+    #[test]
+    fn a_directory_graph_reads_its_weights_from_the_safetensors_file() {
+        let mut config = nasnet_core::Preset::Cifar.config();
+        config.cells = 1;
+        config.filters = 8;
+        let tensors = crate::init::synthetic_state_dict(&config, &HashMap::new()).unwrap();
+        let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
+        let net = NasNet::new(&config, vb).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("model.safetensors");
+        crate::dir::save_weights(&tensors, &weights).unwrap();
+        let onnx = dir.path().join("model.onnx");
+        write_onnx_sharing(&net, &onnx, &weights).unwrap();
+
+        let file = std::fs::read(&weights).unwrap();
+        let model = ModelProto::decode(&std::fs::read(&onnx).unwrap()[..]).unwrap();
+        let inline = record(&net, false).unwrap();
+        let inline: HashMap<_, _> = inline
+            .graph
+            .iter()
+            .flat_map(|g| &g.initializer)
+            .map(|t| (t.name.clone(), t.raw_data.clone()))
+            .collect();
+        let graph = model.graph.unwrap();
+        assert!(graph.node.iter().any(|n| n.op_type == "BatchNormalization"));
+        let floats: Vec<_> = graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == DataType::Float as i32)
+            .collect();
+        assert!(!floats.is_empty());
+        // A batch norm over part of a concatenation reads part of a tensor: it stays inline.
+        let mut inline_bytes = 0;
+        for t in floats {
+            let field = |k: &str| {
+                t.external_data
+                    .iter()
+                    .find(|e| e.key == k)
+                    .map(|e| e.value.clone())
+            };
+            let Some(location) = field("location") else {
+                inline_bytes += t.raw_data.len();
+                continue;
+            };
+            assert_eq!(location, "model.safetensors");
+            assert_eq!(t.data_location, Some(DataLocation::External as i32));
+            assert!(t.raw_data.is_empty());
+            let offset: usize = field("offset").unwrap().parse().unwrap();
+            let length: usize = field("length").unwrap().parse().unwrap();
+            assert_eq!(
+                &file[offset..offset + length],
+                &inline[&t.name][..],
+                "{}",
+                t.name
+            );
+        }
+        assert!(
+            inline_bytes * 50 < file.len(),
+            "{inline_bytes} bytes inline"
+        );
     }
 }

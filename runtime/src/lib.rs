@@ -133,31 +133,32 @@ pub struct Options {
     /// the first model opened on ONNX Runtime chooses it, and asking for another later is an
     /// error.
     pub ort_library: Option<PathBuf>,
-    /// Where tract keeps the models it has prepared, so that the next open skips most of
-    /// tract's work.
+    /// Where tract keeps the models it has prepared, if anywhere (by default nowhere).
     pub tract_cache: TractCache,
 }
 
 /// Where tract keeps a prepared model: tract's analysed and simplified graph of `model.onnx`,
 /// cut in two parts that are optimized side by side, each in NNEF, tract's own format. Opening
-/// a model on tract parses the ONNX file, then analyses and simplifies the graph, which takes
-/// much of the time before the first result; from the second open on, the prepared model is
-/// read instead. A prepared model is named by the
-/// sha256 of `model.onnx`, the input size, the tract version and the format of this cache
-/// ([`tract_cache_file`]), so a changed model, a changed tract or a changed preparation never
-/// reads a stale one; one that fails to load is made again. Writing is atomic (a temporary
-/// file renamed into place), and a directory that cannot be written to leaves the model
-/// uncached, not failing.
+/// a model on tract parses the ONNX file, then analyses and simplifies the graph; with a cache,
+/// from the second open on, the prepared model is read instead. Off by default: the graph is
+/// simplified in parts side by side, so a prepared model saves little of an open, and it
+/// would hold the weights a second time (a model directory holds them once, in
+/// `model.safetensors`, which `model.onnx` reads). A prepared model is named by the sha256 of
+/// `model.onnx` and of the `model.safetensors` beside it, the input size, the tract version
+/// and the format of this cache ([`tract_cache_file`]), so changed weights, a changed tract
+/// or a changed preparation never read a stale one; one that fails to load is made again.
+/// Writing is atomic (a temporary file renamed into place), and a directory that cannot be
+/// written to leaves the model uncached, not failing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum TractCache {
     /// A hidden file beside `model.onnx` (`.model.onnx.tract-KEY.nnef.tar`), which replaces the
     /// one an earlier `model.onnx` left there.
-    #[default]
     BesideModel,
     /// A file in this directory (made if missing), for model directories that cannot be
     /// written to; prepared models of other files there are left alone.
     In(PathBuf),
-    /// No cache: every open prepares the model.
+    /// No cache: every open prepares the model (the default).
+    #[default]
     Off,
 }
 

@@ -18,6 +18,8 @@ use crate::TractCache;
 
 mod depthwise;
 mod downsample;
+#[cfg(feature = "tract")]
+mod fold;
 mod nnef;
 mod split;
 
@@ -145,17 +147,34 @@ impl Source {
     }
 }
 
-/// tract's typed and decluttered model of an ONNX file, for one image of `size` pixels.
+/// The most nodes of the typed graph tract declutters at once. tract checks the whole graph
+/// after each of its rewrites, so decluttering grows with the square of the graph's size: the
+/// graph is cut into parts of about this size (see [`split`]), decluttered side by side and
+/// joined again (the rewrites across a cut happen when the joined model is optimized).
 #[cfg(feature = "tract")]
-fn decluttered(onnx: &Path, size: usize) -> Result<TypedModel> {
+const DECLUTTER_PART_NODES: usize = 96;
+
+/// tract's typed and decluttered model of an ONNX file, for one image of `size` pixels, with
+/// its batch norms folded into their convolutions (see [`fold`]); the parts decluttered on a
+/// thread each when `parallel`.
+#[cfg(feature = "tract")]
+fn decluttered(onnx: &Path, size: usize, parallel: bool) -> Result<TypedModel> {
     use tract_onnx::prelude::InferenceModelExt;
+    let err = |e| backend_err("tract", Some(&onnx.display().to_string()), e);
     guarded(onnx, || {
-        tract_onnx::onnx()
+        let mut typed = tract_onnx::onnx()
             .model_for_path(onnx)
             .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, size, size]).into()))
             .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| backend_err("tract", Some(&onnx.display().to_string()), e))
+            .map_err(err)?;
+        fold::fold_batch_norms(&mut typed).map_err(err)?;
+        let parts = typed.nodes.len().div_ceil(DECLUTTER_PART_NODES);
+        let parts = split::split_into(typed, parts).map_err(err)?;
+        let parts = each(parts, parallel, |part| part.into_decluttered())
+            .into_iter()
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(err)?;
+        split::join(parts).map_err(err)
     })
 }
 
@@ -192,8 +211,16 @@ pub fn tract_cache_file(onnx: &Path, size: usize, cache: &TractCache) -> Result<
     if *cache == TractCache::Off {
         return Ok(None);
     }
-    let sha = nasnet_core::fsutil::sha256_file(onnx)
-        .map_err(|e| Error::backend("tract", e.to_string(), e))?;
+    // The ONNX file of a model directory reads its weights from `model.safetensors`.
+    let digest = |path: &Path| {
+        nasnet_core::fsutil::sha256_file(path)
+            .map_err(|e| Error::backend("tract", e.to_string(), e))
+    };
+    let weights = onnx.with_file_name(nasnet_core::meta::WEIGHTS_FILE);
+    let sha = match weights.exists() {
+        true => format!("{}{}", &digest(onnx)?[..16], &digest(&weights)?[..16]),
+        false => digest(onnx)?,
+    };
     let key = format!(
         "tract-{}-{size}px-tract{TRACT_VERSION}-v{CACHE_FORMAT}.nnef.tar",
         &sha[..32]
@@ -438,7 +465,7 @@ fn split_file(file: &Path, model: TypedModel) -> Result<Vec<TypedModel>> {
 #[cfg(feature = "tract")]
 pub fn write_nnef(onnx: &Path, size: usize, out: &Path) -> Result<()> {
     use nasnet_core::fsutil::{FsError, io, write_file_atomically};
-    let model = decluttered(onnx, size)?;
+    let model = decluttered(onnx, size, true)?;
     let bytes = guarded(onnx, || {
         tract_nnef::nnef()
             .write_to_tar(&model, Vec::new())
@@ -488,7 +515,7 @@ fn onnx_parts(onnx: &Path, size: usize, cache: &TractCache, parallel: bool) -> R
             return Ok(Prepared::Plans(plans));
         }
     }
-    let parts = split_file(onnx, decluttered(onnx, size)?)?;
+    let parts = split_file(onnx, decluttered(onnx, size, parallel)?)?;
     if let Some(path) = &path {
         // A cache that cannot be written (a read-only model directory) only costs time.
         match store_prepared(onnx, path, &parts, cache) {

@@ -16,7 +16,19 @@ const MIN_NODES: usize = 64;
 /// the model's inputs, the last gives its outputs, and each other part's inputs are the
 /// previous part's outputs, in order.
 pub(super) fn split(model: TypedModel) -> TractResult<Vec<TypedModel>> {
-    let order = model.eval_order()?;
+    // The inputs first (an evaluation order may read one late), so that each stays in the
+    // first part and a later part reads it as a value crossing the cut.
+    let inputs: Vec<usize> = model.input_outlets()?.iter().map(|o| o.node).collect();
+    let order: Vec<usize> = inputs
+        .iter()
+        .copied()
+        .chain(
+            model
+                .eval_order()?
+                .into_iter()
+                .filter(|id| !inputs.contains(id)),
+        )
+        .collect();
     let n = order.len();
     if n < MIN_NODES {
         return Ok(vec![model]);
@@ -119,6 +131,75 @@ pub(super) fn split(model: TypedModel) -> TractResult<Vec<TypedModel>> {
     Ok(vec![first, second.into_compact()?])
 }
 
+/// `model` cut into `parts` parts at most (halves of halves, each cut where the fewest values
+/// cross; a part too small to cut stays whole).
+pub(super) fn split_into(model: TypedModel, parts: usize) -> TractResult<Vec<TypedModel>> {
+    if parts < 2 {
+        return Ok(vec![model]);
+    }
+    let halves = split(model)?;
+    if halves.len() < 2 {
+        return Ok(halves);
+    }
+    let mut out = vec![];
+    for half in halves {
+        out.extend(split_into(half, parts / 2)?);
+    }
+    Ok(out)
+}
+
+/// The parts [`split`] made, one model again: each part's inputs wired to the previous
+/// part's outputs, in order.
+pub(super) fn join(parts: Vec<TypedModel>) -> TractResult<TypedModel> {
+    let mut parts = parts.into_iter();
+    let mut whole = parts.next().ok_or_else(|| format_err!("no part to join"))?;
+    for part in parts {
+        let outputs = whole.output_outlets()?.to_vec();
+        let inputs = part.input_outlets()?;
+        ensure!(
+            inputs.len() == outputs.len(),
+            "a part reads {} values, the one before gives {}",
+            inputs.len(),
+            outputs.len()
+        );
+        let mut map: HashMap<OutletId, OutletId> = inputs.iter().copied().zip(outputs).collect();
+        for id in part.eval_order()? {
+            let node = part.node(id);
+            if map.contains_key(&OutletId::new(id, 0)) && node.inputs.is_empty() {
+                continue; // one of the part's inputs
+            }
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    map.get(i)
+                        .copied()
+                        .ok_or_else(|| format_err!("{} not wired", node.name))
+                })
+                .collect::<TractResult<TVec<_>>>()?;
+            let name = whole.unique_name(&node.name).into_owned();
+            for (slot, o) in whole
+                .wire_node(name, node.op.clone(), &inputs)?
+                .into_iter()
+                .enumerate()
+            {
+                map.insert(OutletId::new(id, slot), o);
+            }
+        }
+        let outs = part
+            .output_outlets()?
+            .iter()
+            .map(|o| {
+                map.get(o)
+                    .copied()
+                    .ok_or_else(|| format_err!("output {o:?} not wired"))
+            })
+            .collect::<TractResult<Vec<_>>>()?;
+        whole.select_output_outlets(&outs)?;
+    }
+    whole.into_compact()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +257,30 @@ mod tests {
     #[test]
     fn a_small_model_stays_whole() -> TractResult<()> {
         assert_eq!(split(chain(5)?)?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn parts_decluttered_and_joined_compute_what_the_whole_does() -> TractResult<()> {
+        let m = chain(300)?;
+        let x = tensor2(&[[0.1f32, -0.2, 0.3, 0.4]]);
+        let whole = m.clone().into_runnable()?.run(tvec!(x.clone().into()))?;
+        let parts = split_into(m, 8)?;
+        assert_eq!(parts.len(), 8);
+        let parts = parts
+            .into_iter()
+            .map(|p| p.into_decluttered())
+            .collect::<TractResult<Vec<_>>>()?;
+        let joined = join(parts)?;
+        assert_eq!(joined.input_outlets()?.len(), 1);
+        let got = joined.into_runnable()?.run(tvec!(x.into()))?;
+        assert_eq!(got.len(), whole.len());
+        for (a, b) in got.iter().zip(&whole) {
+            assert_eq!(
+                a.to_plain_array_view::<f32>()?,
+                b.to_plain_array_view::<f32>()?
+            );
+        }
         Ok(())
     }
 }
