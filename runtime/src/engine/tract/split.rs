@@ -131,6 +131,7 @@ pub(super) fn split(model: TypedModel) -> TractResult<Vec<TypedModel>> {
     Ok(vec![first, second.into_compact()?])
 }
 
+#[cfg(feature = "tract")]
 /// `model` cut into `parts` parts at most (halves of halves, each cut where the fewest values
 /// cross; a part too small to cut stays whole).
 pub(super) fn split_into(model: TypedModel, parts: usize) -> TractResult<Vec<TypedModel>> {
@@ -148,6 +149,7 @@ pub(super) fn split_into(model: TypedModel, parts: usize) -> TractResult<Vec<Typ
     Ok(out)
 }
 
+#[cfg(feature = "tract")]
 /// The parts [`split`] made, one model again: each part's inputs wired to the previous
 /// part's outputs, in order.
 pub(super) fn join(parts: Vec<TypedModel>) -> TractResult<TypedModel> {
@@ -260,6 +262,7 @@ mod tests {
         Ok(())
     }
 
+    #[cfg(feature = "tract")]
     #[test]
     fn parts_decluttered_and_joined_compute_what_the_whole_does() -> TractResult<()> {
         let m = chain(300)?;
