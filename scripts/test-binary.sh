@@ -15,8 +15,12 @@ found = []
 for line in sys.stdin:  # all of it: cargo must not see a closed pipe
     m = json.loads(line)
     t = m.get("target", {})
+    # A bin target also has a test harness of its own name: the program is the one built
+    # without the test profile.
+    wanted_test = sys.argv[2] == "test"
     if (m.get("reason") == "compiler-artifact" and t["name"] == sys.argv[1]
-            and sys.argv[2] in t["kind"] and m.get("executable")):
+            and sys.argv[2] in t["kind"] and m.get("executable")
+            and m.get("profile", {}).get("test", False) == wanted_test):
         found.append(m["executable"])
 print(found[0] if found else "")' "$name" "$kind")
 [ -x "$path" ] || { echo "test-binary: no executable named $name (cargo test --release --workspace builds it)" >&2; exit 1; }

@@ -218,15 +218,75 @@ struct Picture {
 #[cfg(feature = "image")]
 const DCT_MARGIN: u32 = 4;
 
+/// The library that decodes JPEG files for the transform.
+#[cfg(feature = "image")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpegDecoder {
+    /// libjpeg-turbo (the `turbojpeg` feature): SIMD Huffman decoding and inverse DCT, at any
+    /// of the DCT scales, full size included; PIL decodes with it too.
+    LibjpegTurbo,
+    /// jpeg-decoder, pure Rust, for the reduced DCT scales; full-size JPEGs go to the image
+    /// crate's decoder.
+    Rust,
+}
+
+#[cfg(feature = "image")]
+impl JpegDecoder {
+    /// libjpeg-turbo when it is compiled in, else the pure-Rust decoder.
+    pub const DEFAULT: JpegDecoder = if cfg!(feature = "turbojpeg") {
+        JpegDecoder::LibjpegTurbo
+    } else {
+        JpegDecoder::Rust
+    };
+
+    /// The decoders this build has.
+    pub fn compiled() -> &'static [JpegDecoder] {
+        if cfg!(feature = "turbojpeg") {
+            &[JpegDecoder::LibjpegTurbo, JpegDecoder::Rust]
+        } else {
+            &[JpegDecoder::Rust]
+        }
+    }
+}
+
+#[cfg(feature = "image")]
+thread_local! {
+    static JPEG_DECODER: std::cell::Cell<JpegDecoder> = const { std::cell::Cell::new(JpegDecoder::DEFAULT) };
+}
+
+/// Runs `f` with the JPEGs this thread transforms decoded by `decoder` (to compare the
+/// decoders; [`JpegDecoder::DEFAULT`] otherwise). A decoder this build lacks is the default.
+#[cfg(feature = "image")]
+pub fn with_jpeg_decoder<R>(decoder: JpegDecoder, f: impl FnOnce() -> R) -> R {
+    let decoder = if JpegDecoder::compiled().contains(&decoder) {
+        decoder
+    } else {
+        JpegDecoder::DEFAULT
+    };
+    let before = JPEG_DECODER.with(|d| d.replace(decoder));
+    struct Restore(JpegDecoder);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            JPEG_DECODER.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
 /// Decodes `path` for a transform that resizes the shorter side to `resize`: a JPEG at least
 /// `2 * DCT_MARGIN` times that size is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
-/// keeps the shorter side at `DCT_MARGIN * resize` or more; everything else is decoded in
-/// full by [`decode`].
+/// keeps the shorter side at `DCT_MARGIN * resize` or more, other JPEGs in full by
+/// libjpeg-turbo where it is the decoder; everything else by [`decode`].
 #[cfg(feature = "image")]
 fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, ImageError> {
     if bytes.starts_with(&[0xFF, 0xD8])
         && jpeg_truncation(bytes).is_none()
-        && let Some(picture) = decode_jpeg_scaled(bytes, DCT_MARGIN * resize as u32)
+        && let Some(picture) = decode_jpeg_scaled(
+            bytes,
+            DCT_MARGIN * resize as u32,
+            JPEG_DECODER.with(|d| d.get()),
+        )
     {
         let img = non_empty(path, picture.img)?;
         return Ok(Picture { img, ..picture });
@@ -236,10 +296,11 @@ fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, Image
     Ok(Picture { img, full })
 }
 
-/// The DCT-scaled decode, or `None` when the file is not worth scaling or is anything the
-/// full decoder should judge (its errors and limits are the ones users see).
+/// The DCT-scaled decode (at full size too, by libjpeg-turbo), or `None` when the file is not
+/// worth scaling or is anything the full decoder should judge (its errors and limits are the
+/// ones users see). The header and the EXIF orientation are read by jpeg-decoder either way.
 #[cfg(feature = "image")]
-fn decode_jpeg_scaled(bytes: &[u8], min_short: u32) -> Option<Picture> {
+fn decode_jpeg_scaled(bytes: &[u8], min_short: u32, decoder: JpegDecoder) -> Option<Picture> {
     let mut d = jpeg_decoder::Decoder::new(bytes);
     d.read_info().ok()?;
     let info = d.info()?;
@@ -248,25 +309,19 @@ fn decode_jpeg_scaled(bytes: &[u8], min_short: u32) -> Option<Picture> {
         return None;
     }
     let short = w.min(h);
-    let k = [8u32, 4, 2]
+    let smallest = if decoder == JpegDecoder::LibjpegTurbo {
+        1
+    } else {
+        2
+    };
+    let k = [8u32, 4, 2, 1]
         .into_iter()
-        .find(|k| short.div_ceil(*k) >= min_short)?;
-    d.set_max_decoding_buffer_size(MAX_ALLOC as usize);
-    let (sw, sh) = d.scale(w.div_ceil(k) as u16, h.div_ceil(k) as u16).ok()?;
-    if (sw as u32, sh as u32) != (w.div_ceil(k), h.div_ceil(k)) {
-        return None;
-    }
-    let pixels = d.decode().ok()?;
-    let (sw, sh) = (sw as u32, sh as u32);
-    let mut img = match d.info()?.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            DynamicImage::ImageRgb8(image::RgbImage::from_raw(sw, sh, pixels)?)
-        }
-        jpeg_decoder::PixelFormat::L8 => {
-            DynamicImage::ImageLuma8(image::GrayImage::from_raw(sw, sh, pixels)?)
-        }
-        // CMYK and 16-bit JPEGs are rare: the full decoder handles them.
-        _ => return None,
+        .filter(|k| *k >= smallest)
+        .find(|k| short.div_ceil(*k) >= min_short || *k == 1)?;
+    let (sw, sh) = (w.div_ceil(k), h.div_ceil(k));
+    let mut img = match decoder {
+        JpegDecoder::LibjpegTurbo => decode_turbo(bytes, k, (sw, sh))?,
+        JpegDecoder::Rust => decode_rust_scaled(&mut d, (sw, sh))?,
     };
     let orientation = d
         .exif_data()
@@ -275,6 +330,60 @@ fn decode_jpeg_scaled(bytes: &[u8], min_short: u32) -> Option<Picture> {
     img.apply_orientation(orientation);
     let full = if img.width() == sw { (w, h) } else { (h, w) };
     Some(Picture { img, full })
+}
+
+/// jpeg-decoder's decode at `size`, a reduced DCT scale of the file's.
+#[cfg(feature = "image")]
+fn decode_rust_scaled(
+    d: &mut jpeg_decoder::Decoder<&[u8]>,
+    size: (u32, u32),
+) -> Option<DynamicImage> {
+    d.set_max_decoding_buffer_size(MAX_ALLOC as usize);
+    let (sw, sh) = d.scale(size.0 as u16, size.1 as u16).ok()?;
+    if (sw as u32, sh as u32) != size {
+        return None;
+    }
+    let pixels = d.decode().ok()?;
+    match d.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => Some(DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(size.0, size.1, pixels)?,
+        )),
+        jpeg_decoder::PixelFormat::L8 => Some(DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(size.0, size.1, pixels)?,
+        )),
+        // CMYK and 16-bit JPEGs are rare: the full decoder handles them.
+        _ => None,
+    }
+}
+
+/// libjpeg-turbo's decode at 1/`k` of the file's size (`size` pixels), as RGB.
+#[cfg(feature = "turbojpeg")]
+fn decode_turbo(bytes: &[u8], k: u32, size: (u32, u32)) -> Option<DynamicImage> {
+    let (w, h) = (size.0 as usize, size.1 as usize);
+    if (w * h * 3) as u64 > MAX_ALLOC {
+        return None;
+    }
+    let mut d = turbojpeg::Decompressor::new().ok()?;
+    d.set_scaling_factor(turbojpeg::ScalingFactor::new(1, k as usize))
+        .ok()?;
+    let mut pixels = vec![0u8; w * h * 3];
+    let out = turbojpeg::Image {
+        pixels: &mut pixels[..],
+        width: w,
+        pitch: w * 3,
+        height: h,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    // CMYK and 12-bit JPEGs are refused here: the full decoder handles them.
+    d.decompress(bytes, out).ok()?;
+    Some(DynamicImage::ImageRgb8(image::RgbImage::from_raw(
+        size.0, size.1, pixels,
+    )?))
+}
+
+#[cfg(all(feature = "image", not(feature = "turbojpeg")))]
+fn decode_turbo(_: &[u8], _: u32, _: (u32, u32)) -> Option<DynamicImage> {
+    None
 }
 
 /// The size after resizing the shorter side to `size` (torchvision truncates the longer side).
@@ -492,6 +601,47 @@ pub fn preprocess_pixels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(feature = "image")]
+    fn every_jpeg_decoder_refuses_what_the_full_decoder_refuses() {
+        let dir =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images");
+        let photo = std::fs::read(dir.join("chelsea.jpg")).unwrap();
+        // The frame header (SOF0..SOF2) declaring 40000 x 40000 pixels, over the side limit.
+        let mut bomb = photo.clone();
+        // Walk the segments to the frame header (an embedded thumbnail has one too).
+        let mut sof = 2;
+        while !(0xC0..=0xC2).contains(&bomb[sof + 1]) {
+            sof += 2 + u16::from_be_bytes([bomb[sof + 2], bomb[sof + 3]]) as usize;
+        }
+        bomb[sof + 5..sof + 9].copy_from_slice(&[0x9C, 0x40, 0x9C, 0x40]);
+        let p = Preprocessing::cadene(224);
+        let path = Path::new("x.jpg");
+        for &decoder in JpegDecoder::compiled() {
+            with_jpeg_decoder(decoder, || {
+                let ok = load_image_from_memory(&photo, path, &p).unwrap();
+                assert_eq!(ok.len(), 3 * 224 * 224);
+                let Err(cut) = load_image_from_memory(&photo[..2000], path, &p) else {
+                    panic!("a truncated file is an error");
+                };
+                assert!(
+                    matches!(cut, ImageError::Truncated { .. }),
+                    "{decoder:?}: {cut}"
+                );
+                let Err(big) = load_image_from_memory(&bomb, path, &p) else {
+                    panic!("a bomb is an error");
+                };
+                assert!(
+                    matches!(big, ImageError::TooLarge { .. }),
+                    "{decoder:?}: {big}"
+                );
+                let junk =
+                    load_image_from_memory(b"\xff\xd8\xff\xe0 not a jpeg", path, &p).unwrap_err();
+                assert!(junk.to_string().starts_with("x.jpg"), "{decoder:?}: {junk}");
+            });
+        }
+    }
 
     #[test]
     #[cfg(feature = "image")]

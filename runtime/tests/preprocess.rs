@@ -1,11 +1,24 @@
 //! The evaluation preprocessing against the reference pipelines on real photographs: timm's
 //! eval transform for NASNet-A Large and Cadene's `TransformImage`, both with PIL
-//! (fixture made by `scripts/reference/make_preprocess_fixtures.py`).
+//! (fixture made by `scripts/reference/make_preprocess_fixtures.py`). Each test runs with
+//! every JPEG decoder the build has (libjpeg-turbo and the pure-Rust one), within the same
+//! bounds.
 
 use candle_core::Device;
 use nasnet_core::meta::Preprocessing;
+use nasnet_core::preprocess::{JpegDecoder, with_jpeg_decoder};
 use nasnet_runtime::load_image;
 use nasnet_testsupport::image;
+
+/// `f` once with each JPEG decoder of this build.
+fn each_decoder(f: impl Fn(JpegDecoder)) {
+    for &d in JpegDecoder::compiled() {
+        with_jpeg_decoder(d, || f(d));
+    }
+    if JpegDecoder::compiled().len() < 2 {
+        eprintln!("SKIPPED (libjpeg-turbo part): this build has the pure-Rust JPEG decoder only");
+    }
+}
 
 /// Mean and max absolute difference, in normalized units (the network's input scale).
 fn compare(ours: &[f32], reference_u8: &[u8]) -> (f32, f32) {
@@ -28,44 +41,48 @@ fn preprocessing_matches_timm_and_cadene_pipelines() {
         &Device::Cpu,
     )
     .unwrap();
-    for photo in ["chelsea", "portrait", "phone12mp"] {
-        for (pipeline, p) in [
-            ("timm331", Preprocessing::timm(331)),
-            ("cadene224", Preprocessing::cadene(224)),
-            ("cadene331", Preprocessing::cadene(331)),
-        ] {
-            let r = &refs[&format!("{photo}.{pipeline}")];
-            assert_eq!(r.dims(), &[3, p.crop, p.crop]);
-            let r: Vec<u8> = r.flatten_all().unwrap().to_vec1().unwrap();
-            let ours = load_image(&image(&format!("{photo}.jpg")), &p).unwrap();
-            let (mean, max) = compare(&ours, &r);
-            eprintln!(
-                "{photo} {pipeline}: mean |Δ| = {mean:.5} ({:.3}/255), max |Δ| = {max:.4}",
-                mean * 255.0
-            );
-            assert!(
-                mean <= 1.0 / 255.0,
-                "{photo} {pipeline}: mean |Δ| {mean} exceeds 1/255"
-            );
+    each_decoder(|decoder| {
+        for photo in ["chelsea", "portrait", "phone12mp"] {
+            for (pipeline, p) in [
+                ("timm331", Preprocessing::timm(331)),
+                ("cadene224", Preprocessing::cadene(224)),
+                ("cadene331", Preprocessing::cadene(331)),
+            ] {
+                let r = &refs[&format!("{photo}.{pipeline}")];
+                assert_eq!(r.dims(), &[3, p.crop, p.crop]);
+                let r: Vec<u8> = r.flatten_all().unwrap().to_vec1().unwrap();
+                let ours = load_image(&image(&format!("{photo}.jpg")), &p).unwrap();
+                let (mean, max) = compare(&ours, &r);
+                eprintln!(
+                    "{decoder:?} {photo} {pipeline}: mean |Δ| = {mean:.5} ({:.3}/255), max |Δ| = {max:.4}",
+                    mean * 255.0
+                );
+                assert!(
+                    mean <= 1.0 / 255.0,
+                    "{decoder:?} {photo} {pipeline}: mean |Δ| {mean} exceeds 1/255"
+                );
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn exif_orientation_is_applied() {
     // The same photo stored rotated, with EXIF orientation 6 telling viewers to turn it back.
-    let p = Preprocessing::cadene(224);
-    let upright = load_image(&image("chelsea.jpg"), &p).unwrap();
-    let tagged = load_image(&image("chelsea_exif6.jpg"), &p).unwrap();
-    let mean = upright
-        .iter()
-        .zip(&tagged)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f32>()
-        / upright.len() as f32;
-    eprintln!("EXIF-rotated vs upright: mean |Δ| = {mean:.4}");
-    // Re-encoding the JPEG costs a little; an unrotated decode would be a different picture.
-    assert!(mean < 0.03, "{mean}");
+    each_decoder(|decoder| {
+        let p = Preprocessing::cadene(224);
+        let upright = load_image(&image("chelsea.jpg"), &p).unwrap();
+        let tagged = load_image(&image("chelsea_exif6.jpg"), &p).unwrap();
+        let mean = upright
+            .iter()
+            .zip(&tagged)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / upright.len() as f32;
+        eprintln!("{decoder:?}: EXIF-rotated vs upright: mean |Δ| = {mean:.4}");
+        // Re-encoding the JPEG costs a little; an unrotated decode would be a different picture.
+        assert!(mean < 0.03, "{mean}");
+    });
 }
 
 #[test]
@@ -89,17 +106,20 @@ fn photo_logits_follow_the_reference_pipeline() {
         .iter()
         .map(|&b| (b as f32 / 255.0 - 0.5) / 0.5)
         .collect();
-    let ours = load_image(&image("phone12mp.jpg"), &p).unwrap();
     let logits = |x: Vec<f32>| {
         let x = candle_core::Tensor::from_vec(x, (1, 3, 224, 224), &Device::Cpu).unwrap();
         net.forward(&x).unwrap().logits
     };
-    nasnet_testsupport::assert_within(
-        "phone12mp logits, ours vs PIL's pixels",
-        &logits(ours),
-        &logits(theirs),
-        1e-2,
-    );
+    let want = logits(theirs);
+    each_decoder(|decoder| {
+        let ours = load_image(&image("phone12mp.jpg"), &p).unwrap();
+        nasnet_testsupport::assert_within(
+            &format!("{decoder:?}: phone12mp logits, ours vs PIL's pixels"),
+            &logits(ours),
+            &want,
+            1e-2,
+        );
+    });
 }
 
 /// A JPEG APP1 segment holding only an EXIF orientation.
@@ -130,21 +150,23 @@ fn large_photos_are_turned_by_their_exif_orientation() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("tagged.jpg");
     std::fs::write(&path, &tagged).unwrap();
-    let p = Preprocessing::cadene(224);
-    let full = nasnet_runtime::decode(&path).unwrap();
-    assert_eq!(
-        (full.width(), full.height()),
-        (3024, 4032),
-        "turned upright"
-    );
-    let expected = nasnet_runtime::preprocess(&full, &p);
-    let ours = load_image(&path, &p).unwrap();
-    let unturned = load_image(&image("phone12mp.jpg"), &p).unwrap();
-    let mean = |a: &[f32], b: &[f32]| {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
-    };
-    let (m, u) = (mean(&ours, &expected), mean(&unturned, &expected));
-    eprintln!("tagged vs full decode turned: {m:.5}; untagged: {u:.5}");
-    assert!(m <= 1.0 / 255.0, "{m}");
-    assert!(u > 10.0 * m, "the tag must matter: {u} vs {m}");
+    each_decoder(|decoder| {
+        let p = Preprocessing::cadene(224);
+        let full = nasnet_runtime::decode(&path).unwrap();
+        assert_eq!(
+            (full.width(), full.height()),
+            (3024, 4032),
+            "turned upright"
+        );
+        let expected = nasnet_runtime::preprocess(&full, &p);
+        let ours = load_image(&path, &p).unwrap();
+        let unturned = load_image(&image("phone12mp.jpg"), &p).unwrap();
+        let mean = |a: &[f32], b: &[f32]| {
+            a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+        };
+        let (m, u) = (mean(&ours, &expected), mean(&unturned, &expected));
+        eprintln!("{decoder:?}: tagged vs full decode turned: {m:.5}; untagged: {u:.5}");
+        assert!(m <= 1.0 / 255.0, "{m}");
+        assert!(u > 10.0 * m, "the tag must matter: {u} vs {m}");
+    });
 }
