@@ -1,6 +1,7 @@
 """One benchmark run, one report: writes docs/benchmarks.md and docs/benchmarks.svg.
 
   python benches/report.py [--threads 2] [--runs 20] [--rounds 3] [--skip-large]
+  python benches/report.py --photos-only   # Mobile: inference and classify end to end, printed
 
 In one run on one machine it measures, for NASNet-A Mobile and Large on synthetic weights:
 batch 1 latency and batch 8 throughput of nasnet's backends (ort, tract, candle) beside ONNX
@@ -298,6 +299,32 @@ def ort_python_latency(model_dir, batch, runs, threads):
     print(median_ms(lambda: s.run(None, {"image": x}), runs))
 
 
+def photos_only(args):
+    """Mobile's batch 1 inference (ort, tract; median of interleaved rounds) and classify's cost
+    per image, each as a ratio to the same run's inference."""
+    tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
+    try:
+        model = os.path.join(tmp, "mobile")
+        subprocess.run([NASNET, "synthetic", "--arch", ARCHS["mobile"], "-o", model],
+                       check=True, stdout=subprocess.DEVNULL)
+        sets = photos(tmp)
+        runs = {b: [] for b in ["ort", "tract"]}
+        for _ in range(args.rounds):
+            for b in runs:
+                runs[b].append(nasnet_latency(model, b, 1, args.runs, args.threads))
+        inf = {b: statistics.median(v) for b, v in runs.items()}
+        e2e = end_to_end(model, sets, args)
+        print("| backend | inference, ms | 640x480 JPEG, ms | / own | / ort | 12 MP JPEG, ms | / own | / ort | peak RSS 12 MP, MiB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for b, r in e2e.items():
+            print(f"| {b} | {inf[b]:.1f} | {r['vga']:.1f} | {r['vga'] / inf[b]:.2f}x | "
+                  f"{r['vga'] / inf['ort']:.2f}x | {r['12mp']:.1f} | {r['12mp'] / inf[b]:.2f}x | "
+                  f"{r['12mp'] / inf['ort']:.2f}x | {r['12mp_rss']:.0f} |")
+        print(f"tract / ort, batch 1: {inf['tract'] / inf['ort']:.2f}x")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     if sys.argv[1:2] == ["--ort-python"]:
         model_dir, batch, runs, threads = sys.argv[2:6]
@@ -308,10 +335,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="Mobile only (Large takes most of the time)")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--photos-only", action="store_true",
+                    help="Mobile only: batch 1 inference on ort and tract and classify end to end, "
+                         "printed as ratios (docs/benchmarks.md is left alone)")
     args = ap.parse_args()
     start = time.perf_counter()
     cargo("build", "--release", "-q", "--locked", "-p", "nasnet-cli")
     cargo("build", "--release", "-q", "--locked", "--example", "latency")
+    if args.photos_only:
+        return photos_only(args)
     tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
     try:
         models = {}
