@@ -89,7 +89,8 @@ if [ -x "$work/cmake/classify" ]; then
   "$work/cmake/classify" --top-k 5 "$work/model" "${images[@]}" > "$work/c-cmake.jsonl"
   outputs+=("$work/c-cmake.jsonl")
 fi
-"$nasnet" classify --model "$work/model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli.jsonl"
+# The installed library decodes JPEGs in pure Rust (no turbojpeg feature): so does the CLI here.
+NASNET_JPEG_DECODER=rust "$nasnet" classify --model "$work/model" --backend tract --top-k 5 --json "${images[@]}" > "$work/cli.jsonl"
 python3 - "$work/cli.jsonl" "${outputs[@]}" <<'PY'
 import json, sys
 cli = [json.loads(l) for l in open(sys.argv[1])]

@@ -351,10 +351,26 @@ enum Command {
     },
 }
 
+/// `NASNET_JPEG_DECODER` (`libjpeg-turbo` or `rust`) chooses the JPEG decoder, for example
+/// to reproduce what the C library's build without libjpeg-turbo gives.
+fn jpeg_decoder_from_env() -> anyhow::Result<()> {
+    use nasnet_core::preprocess::{JpegDecoder, set_jpeg_decoder};
+    let Ok(name) = std::env::var("NASNET_JPEG_DECODER") else {
+        return Ok(());
+    };
+    let decoder = match name.as_str() {
+        "libjpeg-turbo" => JpegDecoder::LibjpegTurbo,
+        "rust" => JpegDecoder::Rust,
+        other => anyhow::bail!("NASNET_JPEG_DECODER={other}: not libjpeg-turbo or rust"),
+    };
+    set_jpeg_decoder(decoder).map_err(|e| anyhow::anyhow!("NASNET_JPEG_DECODER={name}: {e}"))
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     init_logging(cli.quiet, cli.verbose);
+    jpeg_decoder_from_env()?;
     match cli.command {
         Command::Import {
             arch,

@@ -1010,3 +1010,27 @@ fn the_bundled_model_classifies_the_example_images() {
     }
     assert_eq!(seen, 12, "{out}");
 }
+
+#[test]
+fn nasnet_jpeg_decoder_chooses_the_decoder_and_a_bad_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m");
+    nasnet().small_model(&model, None);
+    let photo = fixture("../images/chelsea.jpg");
+    let args = [
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        photo.to_str().unwrap(),
+    ];
+    for decoder in ["libjpeg-turbo", "rust"] {
+        let out = nasnet().env("NASNET_JPEG_DECODER", decoder).run(&args);
+        ok(&out);
+        assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+    }
+    let out = nasnet().env("NASNET_JPEG_DECODER", "bogus").run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("NASNET_JPEG_DECODER=bogus"), "{err}");
+}

@@ -249,13 +249,40 @@ impl JpegDecoder {
     }
 }
 
+/// The process's JPEG decoder: 0 for [`JpegDecoder::DEFAULT`], else 1 + the decoder's index
+/// in [`JpegDecoder::compiled`].
+#[cfg(feature = "image")]
+static PROCESS_DECODER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 #[cfg(feature = "image")]
 thread_local! {
-    static JPEG_DECODER: std::cell::Cell<JpegDecoder> = const { std::cell::Cell::new(JpegDecoder::DEFAULT) };
+    static THREAD_DECODER: std::cell::Cell<Option<JpegDecoder>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the decoder of the JPEGs the whole process transforms (for example to reproduce
+/// what a build without libjpeg-turbo gives); a decoder this build lacks is refused.
+#[cfg(feature = "image")]
+pub fn set_jpeg_decoder(decoder: JpegDecoder) -> Result<(), String> {
+    let Some(i) = JpegDecoder::compiled().iter().position(|d| *d == decoder) else {
+        return Err(format!("this build has no {decoder:?} JPEG decoder"));
+    };
+    PROCESS_DECODER.store(i as u8 + 1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// The decoder for the JPEGs this thread transforms.
+#[cfg(feature = "image")]
+fn jpeg_decoder() -> JpegDecoder {
+    THREAD_DECODER.with(|d| d.get()).unwrap_or_else(|| {
+        match PROCESS_DECODER.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => JpegDecoder::DEFAULT,
+            i => JpegDecoder::compiled()[i as usize - 1],
+        }
+    })
 }
 
 /// Runs `f` with the JPEGs this thread transforms decoded by `decoder` (to compare the
-/// decoders; [`JpegDecoder::DEFAULT`] otherwise). A decoder this build lacks is the default.
+/// decoders); a decoder this build lacks is the default.
 #[cfg(feature = "image")]
 pub fn with_jpeg_decoder<R>(decoder: JpegDecoder, f: impl FnOnce() -> R) -> R {
     let decoder = if JpegDecoder::compiled().contains(&decoder) {
@@ -263,11 +290,11 @@ pub fn with_jpeg_decoder<R>(decoder: JpegDecoder, f: impl FnOnce() -> R) -> R {
     } else {
         JpegDecoder::DEFAULT
     };
-    let before = JPEG_DECODER.with(|d| d.replace(decoder));
-    struct Restore(JpegDecoder);
+    let before = THREAD_DECODER.with(|d| d.replace(Some(decoder)));
+    struct Restore(Option<JpegDecoder>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            JPEG_DECODER.with(|d| d.set(self.0));
+            THREAD_DECODER.with(|d| d.set(self.0));
         }
     }
     let _restore = Restore(before);
@@ -282,11 +309,7 @@ pub fn with_jpeg_decoder<R>(decoder: JpegDecoder, f: impl FnOnce() -> R) -> R {
 fn decode_for(path: &Path, bytes: &[u8], resize: usize) -> Result<Picture, ImageError> {
     if bytes.starts_with(&[0xFF, 0xD8])
         && jpeg_truncation(bytes).is_none()
-        && let Some(picture) = decode_jpeg_scaled(
-            bytes,
-            DCT_MARGIN * resize as u32,
-            JPEG_DECODER.with(|d| d.get()),
-        )
+        && let Some(picture) = decode_jpeg_scaled(bytes, DCT_MARGIN * resize as u32, jpeg_decoder())
     {
         let img = non_empty(path, picture.img)?;
         return Ok(Picture { img, ..picture });
