@@ -15,17 +15,50 @@ use tract_nnef::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_nnef::tract_core::ops::math::{Add, Mul};
 
 /// Folds every per-channel multiply-then-add (a batch norm) that alone reads a float
-/// convolution with constant weights into it; returns how many it folded.
+/// convolution with constant weights into it; returns how many it folded. The graph is edited
+/// in place (a patch per fold would check the whole graph each time), and what the folds
+/// leave unread goes at the end.
 pub(super) fn fold_batch_norms(model: &mut TypedModel) -> TractResult<usize> {
     let mut folded = 0;
     for id in model.eval_order()? {
-        if let Some(patch) = fold_at(model, id)? {
-            patch.apply(model)?;
-            folded += 1;
-        }
+        let Some(fold) = fold_at(model, id)? else {
+            continue;
+        };
+        apply(model, id, fold)?;
+        folded += 1;
     }
     model.compact()?;
     Ok(folded)
+}
+
+/// What folding a batch norm into a convolution makes: its new weights and bias, and the node
+/// (the add) whose readers now read the convolution.
+struct Fold {
+    kernel: Tensor,
+    bias: Tensor,
+    add: usize,
+}
+
+/// Gives convolution `conv` the folded weights and bias and its batch norm's readers.
+fn apply(model: &mut TypedModel, conv: usize, fold: Fold) -> TractResult<()> {
+    let name = model.node(conv).name.clone();
+    let kernel = model.add_const(format!("{name}.folded_kernel"), fold.kernel)?;
+    let bias = model.add_const(format!("{name}.folded_bias"), fold.bias)?;
+    model.add_edge(kernel, InletId::new(conv, 1))?;
+    model.add_edge(bias, InletId::new(conv, 2))?;
+    let (out, norm) = (OutletId::new(conv, 0), OutletId::new(fold.add, 0));
+    for inlet in model.node(fold.add).outputs[0].successors.clone() {
+        model.add_edge(out, inlet)?;
+    }
+    let outputs = model.output_outlets()?.to_vec();
+    if outputs.contains(&norm) {
+        let outputs: Vec<_> = outputs
+            .into_iter()
+            .map(|o| if o == norm { out } else { o })
+            .collect();
+        model.select_output_outlets(&outputs)?;
+    }
+    Ok(())
 }
 
 /// The only reader of `outlet`, and the slot it reads it on, when there is exactly one and
@@ -64,8 +97,8 @@ fn channel_constant<Op: BinMiniOp>(
     Ok(per_channel.then_some(k))
 }
 
-/// The patch folding the batch norm after node `id`, if it is a convolution followed by one.
-fn fold_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+/// The fold of the batch norm after node `id`, if it is a convolution followed by one.
+fn fold_at(model: &TypedModel, id: usize) -> TractResult<Option<Fold>> {
     let conv_node = model.node(id);
     let Some(conv) = conv_node.op_as::<Conv>() else {
         return Ok(None);
@@ -99,13 +132,11 @@ fn fold_at(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>
         return Ok(None);
     };
     let (kernel, bias) = folded(&kernel, &bias, &slope, &intercept, channels)?;
-    let mut patch = TypedModelPatch::default();
-    let x = patch.tap_model(model, conv_node.inputs[0])?;
-    let kernel = patch.add_const(format!("{}.folded_kernel", conv_node.name), kernel)?;
-    let bias = patch.add_const(format!("{}.folded_bias", conv_node.name), bias)?;
-    let out = patch.wire_node(&conv_node.name, conv.clone(), &[x, kernel, bias])?[0];
-    patch.shunt_outside(model, OutletId::new(add_node.id, 0), out)?;
-    Ok(Some(patch))
+    Ok(Some(Fold {
+        kernel,
+        bias,
+        add: add_node.id,
+    }))
 }
 
 /// Weights scaled per output channel (the first axis) and the bias made per channel.
