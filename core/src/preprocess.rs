@@ -221,13 +221,14 @@ const DCT_MARGIN: u32 = 4;
 /// The library that decodes JPEG files for the transform.
 #[cfg(feature = "image")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum JpegDecoder {
     /// libjpeg-turbo (the `turbojpeg` feature): SIMD Huffman decoding and inverse DCT, at any
     /// of the DCT scales, full size included; PIL decodes with it too.
-    LibjpegTurbo,
+    LibjpegTurbo = 1,
     /// jpeg-decoder, pure Rust, for the reduced DCT scales; full-size JPEGs go to the image
     /// crate's decoder.
-    Rust,
+    Rust = 2,
 }
 
 #[cfg(feature = "image")]
@@ -249,8 +250,7 @@ impl JpegDecoder {
     }
 }
 
-/// The process's JPEG decoder: 0 for [`JpegDecoder::DEFAULT`], else 1 + the decoder's index
-/// in [`JpegDecoder::compiled`].
+/// The process's JPEG decoder as its `repr(u8)` value; 0 for [`JpegDecoder::DEFAULT`].
 #[cfg(feature = "image")]
 static PROCESS_DECODER: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
@@ -263,10 +263,10 @@ thread_local! {
 /// what a build without libjpeg-turbo gives); a decoder this build lacks is refused.
 #[cfg(feature = "image")]
 pub fn set_jpeg_decoder(decoder: JpegDecoder) -> Result<(), String> {
-    let Some(i) = JpegDecoder::compiled().iter().position(|d| *d == decoder) else {
+    if !JpegDecoder::compiled().contains(&decoder) {
         return Err(format!("this build has no {decoder:?} JPEG decoder"));
-    };
-    PROCESS_DECODER.store(i as u8 + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+    PROCESS_DECODER.store(decoder as u8, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -275,8 +275,9 @@ pub fn set_jpeg_decoder(decoder: JpegDecoder) -> Result<(), String> {
 fn jpeg_decoder() -> JpegDecoder {
     THREAD_DECODER.with(|d| d.get()).unwrap_or_else(|| {
         match PROCESS_DECODER.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => JpegDecoder::DEFAULT,
-            i => JpegDecoder::compiled()[i as usize - 1],
+            1 => JpegDecoder::LibjpegTurbo,
+            2 => JpegDecoder::Rust,
+            _ => JpegDecoder::DEFAULT,
         }
     })
 }
@@ -332,15 +333,15 @@ fn decode_jpeg_scaled(bytes: &[u8], min_short: u32, decoder: JpegDecoder) -> Opt
         return None;
     }
     let short = w.min(h);
-    let smallest = if decoder == JpegDecoder::LibjpegTurbo {
-        1
-    } else {
-        2
+    // The pure-Rust path leaves full-size decodes to the full decoder.
+    let scales: &[u32] = match decoder {
+        JpegDecoder::LibjpegTurbo => &[8, 4, 2, 1],
+        JpegDecoder::Rust => &[8, 4, 2],
     };
-    let k = [8u32, 4, 2, 1]
-        .into_iter()
-        .filter(|k| *k >= smallest)
-        .find(|k| short.div_ceil(*k) >= min_short || *k == 1)?;
+    let k = scales
+        .iter()
+        .copied()
+        .find(|&k| short.div_ceil(k) >= min_short || k == 1)?;
     let (sw, sh) = (w.div_ceil(k), h.div_ceil(k));
     let mut img = match decoder {
         JpegDecoder::LibjpegTurbo => decode_turbo(bytes, k, (sw, sh))?,

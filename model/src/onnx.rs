@@ -500,8 +500,11 @@ pub fn write_onnx_sharing(net: &NasNet, path: &Path, weights: &Path) -> Result<(
         source,
     };
     let bytes = std::fs::read(weights).map_err(io)?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Build(format!("{}: {e}", weights.display())))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Weights {
+        path: weights.to_path_buf(),
+        problem: "not a readable safetensors file",
+        source: Box::new(Error::Candle(e.into())),
+    })?;
     // Each tensor's bytes and where they are in the file (equal tensors are interchangeable).
     let stored: HashMap<&[u8], (usize, usize)> = file
         .tensors()
@@ -678,5 +681,32 @@ mod tests {
             inline_bytes * 50 < file.len(),
             "{inline_bytes} bytes inline"
         );
+    }
+
+    /// Weights that are no safetensors file are an error naming the file, and no graph is
+    /// written.
+    #[test]
+    fn a_directory_graph_refuses_weights_it_cannot_read() {
+        let mut config = nasnet_core::Preset::Cifar.config();
+        config.cells = 1;
+        config.filters = 8;
+        let net = crate::init::synthetic_network(&config).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = dir.path().join("model.safetensors");
+        std::fs::write(&weights, b"not a safetensors file").unwrap();
+        let onnx = dir.path().join("model.onnx");
+        let e = write_onnx_sharing(&net, &onnx, &weights)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.safetensors") && e.contains("not a readable safetensors file"),
+            "{e}"
+        );
+        assert!(!onnx.exists());
+        let missing = dir.path().join("gone.safetensors");
+        let e = write_onnx_sharing(&net, &onnx, &missing)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gone.safetensors"), "{e}");
     }
 }

@@ -45,6 +45,20 @@ fn replace_ops(
     Ok(replaced)
 }
 
+/// The weights and bias of a convolution node (its inputs 1 and 2), when it has both and both
+/// are constants.
+fn constant_weights(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(Arc<Tensor>, Arc<Tensor>)>> {
+    if node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let konst =
+        |i: usize| -> TractResult<_> { Ok(model.outlet_fact(node.inputs[i])?.konst.clone()) };
+    Ok(konst(1)?.zip(konst(2)?))
+}
+
 /// A model optimized by tract for one image, in parts run one after the other (see
 /// [`split`]).
 pub struct TractEngine {

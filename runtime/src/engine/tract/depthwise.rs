@@ -517,14 +517,10 @@ impl Depthwise {
             || spec.input_channels != c
             || spec.output_channels != c
             || conv.kernel_fmt != KernelFormat::OIHW
-            || node.inputs.len() != 3
         {
             return Ok(None);
         }
-        let (Some(kernel), Some(bias)) = (
-            model.outlet_fact(node.inputs[1])?.konst.clone(),
-            model.outlet_fact(node.inputs[2])?.konst.clone(),
-        ) else {
+        let Some((kernel, bias)) = super::constant_weights(model, node)? else {
             return Ok(None);
         };
         let Some((geometry, batched)) = Self::geometry(model, node, spec, c)? else {

@@ -105,14 +105,10 @@ fn fold_at(model: &TypedModel, id: usize) -> TractResult<Option<Fold>> {
     };
     if conv.q_params.is_some()
         || !matches!(conv.kernel_fmt, KernelFormat::OIHW | KernelFormat::OHWI)
-        || conv_node.inputs.len() != 3
     {
         return Ok(None);
     }
-    let (Some(kernel), Some(bias)) = (
-        model.outlet_fact(conv_node.inputs[1])?.konst.clone(),
-        model.outlet_fact(conv_node.inputs[2])?.konst.clone(),
-    ) else {
+    let Some((kernel, bias)) = super::constant_weights(model, conv_node)? else {
         return Ok(None);
     };
     if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {

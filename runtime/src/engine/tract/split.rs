@@ -105,23 +105,9 @@ pub(super) fn split(model: TypedModel) -> TractResult<Vec<TypedModel>> {
         if node.op_is::<Const>() {
             continue; // wired where it is read
         }
-        for (slot, o) in second
-            .wire_node(&node.name, node.op.clone(), &inputs)?
-            .into_iter()
-            .enumerate()
-        {
-            map.insert(OutletId::new(id, slot), o);
-        }
+        copy_node(&mut second, node.name.clone(), id, node, &inputs, &mut map)?;
     }
-    let outs = outputs
-        .iter()
-        .map(|o| {
-            map.get(o)
-                .copied()
-                .ok_or_else(|| format_err!("output {o:?} not wired"))
-        })
-        .collect::<TractResult<Vec<_>>>()?;
-    second.select_output_outlets(&outs)?;
+    second.select_output_outlets(&wired(&map, &outputs)?)?;
     second.properties = model.properties.clone();
 
     // The first part: the model up to the cut, giving the values that cross it.
@@ -170,36 +156,45 @@ pub(super) fn join(parts: Vec<TypedModel>) -> TractResult<TypedModel> {
             if map.contains_key(&OutletId::new(id, 0)) && node.inputs.is_empty() {
                 continue; // one of the part's inputs
             }
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    map.get(i)
-                        .copied()
-                        .ok_or_else(|| format_err!("{} not wired", node.name))
-                })
-                .collect::<TractResult<TVec<_>>>()?;
+            let inputs = wired(&map, &node.inputs)?;
             let name = whole.unique_name(&node.name).into_owned();
-            for (slot, o) in whole
-                .wire_node(name, node.op.clone(), &inputs)?
-                .into_iter()
-                .enumerate()
-            {
-                map.insert(OutletId::new(id, slot), o);
-            }
+            copy_node(&mut whole, name, id, node, &inputs, &mut map)?;
         }
-        let outs = part
-            .output_outlets()?
-            .iter()
-            .map(|o| {
-                map.get(o)
-                    .copied()
-                    .ok_or_else(|| format_err!("output {o:?} not wired"))
-            })
-            .collect::<TractResult<Vec<_>>>()?;
-        whole.select_output_outlets(&outs)?;
+        whole.select_output_outlets(&wired(&map, part.output_outlets()?)?)?;
     }
     whole.into_compact()
+}
+
+/// A copy of `node` (node `id` of the model being copied) wired into `into` as `name`,
+/// reading `inputs`; `map` records where its outputs went.
+fn copy_node(
+    into: &mut TypedModel,
+    name: String,
+    id: usize,
+    node: &TypedNode,
+    inputs: &[OutletId],
+    map: &mut HashMap<OutletId, OutletId>,
+) -> TractResult<()> {
+    for (slot, o) in into
+        .wire_node(name, node.op.clone(), inputs)?
+        .into_iter()
+        .enumerate()
+    {
+        map.insert(OutletId::new(id, slot), o);
+    }
+    Ok(())
+}
+
+/// Where `outlets` of the model being copied went.
+fn wired(map: &HashMap<OutletId, OutletId>, outlets: &[OutletId]) -> TractResult<Vec<OutletId>> {
+    outlets
+        .iter()
+        .map(|o| {
+            map.get(o)
+                .copied()
+                .ok_or_else(|| format_err!("{o:?} not wired"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
