@@ -159,7 +159,11 @@ fn label_map(folders: &[String], labels: &[String], dir: &Path) -> anyhow::Resul
 
 /// A dataset image as the model's input: normalized directly when it already has the
 /// model's size, else through the model's resize and crop.
-fn pixels_to_input(d: &Dataset, i: usize, p: &Preprocessing) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn pixels_to_input(
+    d: &Dataset,
+    i: usize,
+    p: &Preprocessing,
+) -> anyhow::Result<Vec<f32>> {
     let img = d.image(i);
     let plane = d.height * d.width;
     let mut rgb = vec![0u8; plane * 3];

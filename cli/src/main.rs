@@ -12,6 +12,7 @@ macro_rules! outln {
 mod eval;
 mod infer;
 mod plot;
+mod quantize;
 mod search;
 mod train;
 mod worker;
@@ -321,6 +322,13 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Top-1 / top-5 accuracy of a model on a dataset's test split.
     Eval(eval::EvalArgs),
+    /// Quantize a model: int8 weights and activations (post-training, ranges calibrated on
+    /// images), or int8 or float16 weights only.
+    #[command(after_help = "Examples:
+  nasnet quantize --model nasnet-a-fashion-mnist --calibrate fashion-mnist:DIR -o runs/fmnist-int8
+  nasnet quantize --model nasnet-a-mobile --calibrate photos/ --calibration-count 200 -o mobile-int8
+  nasnet quantize --model nasnet-a-mobile --precision int8-weights -o mobile-int8w")]
+    Quantize(Box<quantize::QuantizeArgs>),
     /// Search the NASNet space for cells (the paper's RL controller, random search or
     /// regularized evolution), training children on a proxy dataset; `search report DIR...`
     /// summarizes searches.
@@ -534,6 +542,10 @@ fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => {
             eval::run_eval(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quantize(args) => {
+            quantize::run_quantize(*args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search(args) => {

@@ -178,6 +178,7 @@ pub fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
             "arch": e.arch_name(),
             "input_size": config.image_size,
             "top1": e.accuracy.as_ref().map(|a| a.top1),
+            "precision": e.precision.name(),
             "cached": nasnet_zoo::fetch::is_cached(e, &home),
             "license": e.license,
         }));
@@ -189,12 +190,13 @@ pub fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     outln!(
-        "{:<24} {:<9} {:>12} {:>6} {:>7}  cached",
+        "{:<28} {:<9} {:>12} {:>6} {:>7}  {:<12} cached",
         "id",
         "version",
         "params",
         "input",
-        "top-1"
+        "top-1",
+        "precision"
     )?;
     for r in rows {
         let top1 = r["top1"]
@@ -202,12 +204,13 @@ pub fn models(zoo: &ZooArgs, json: bool) -> anyhow::Result<()> {
             .map(|t| format!("{t:.1}"))
             .unwrap_or_else(|| "-".into());
         outln!(
-            "{:<24} {:<9} {:>12} {:>6} {:>7}  {}",
+            "{:<28} {:<9} {:>12} {:>6} {:>7}  {:<12} {}",
             r["id"].as_str().unwrap_or(""),
             r["version"].as_str().unwrap_or(""),
             r["params"].as_u64().unwrap_or(0),
             r["input_size"].as_u64().unwrap_or(0),
             top1,
+            r["precision"].as_str().unwrap_or(""),
             if r["cached"] == true { "yes" } else { "no" }
         )?;
     }

@@ -112,6 +112,82 @@ pub struct Training {
     pub test_count: Option<usize>,
 }
 
+/// The numbers a model's graph computes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// 32-bit floats throughout: what import and training write.
+    #[default]
+    Fp32,
+    /// Static int8 quantization: int8 weights (symmetric, per output channel) and uint8
+    /// activations with calibrated ranges, as an ONNX QDQ graph.
+    Int8,
+    /// int8 weights (symmetric, per output channel), dequantized once when the model opens;
+    /// fp32 compute.
+    Int8Weights,
+    /// float16 weights, widened once when the model opens; fp32 compute.
+    F16Weights,
+}
+
+impl Precision {
+    /// Every precision, in the order `nasnet quantize` documents them.
+    pub const ALL: [Precision; 4] = [
+        Precision::Fp32,
+        Precision::Int8,
+        Precision::Int8Weights,
+        Precision::F16Weights,
+    ];
+
+    /// `fp32`, `int8`, `int8-weights` or `f16-weights`: the name `model.json`, the registry
+    /// and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+            Precision::Int8Weights => "int8-weights",
+            Precision::F16Weights => "f16-weights",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown precision {s:?} (expected fp32, int8, int8-weights or f16-weights)"
+                )
+            })
+    }
+}
+
+/// How a quantized model was made from its fp32 original (`nasnet quantize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// The precision of the graph in `model.onnx`.
+    pub precision: Precision,
+    /// The fp32 model it was made from (its `model.json` name).
+    pub source: String,
+    /// How activation ranges were chosen (`minmax`, `percentile`); static int8 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrator: Option<String>,
+    /// How many images the ranges were measured on; static int8 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_images: Option<usize>,
+    /// The images (a folder or a dataset spec); static int8 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_source: Option<String>,
+}
+
 /// The content of `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -136,6 +212,9 @@ pub struct ModelMeta {
     /// The NNEF export in the same directory ([`NNEF_FILE`]), where there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nnef: Option<FileDigest>,
+    /// How the model was quantized; `None` for an fp32 model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
 }
 
 /// A `model.json` that cannot be used.
@@ -194,6 +273,13 @@ impl ModelMeta {
             problem,
         })?;
         Ok(meta)
+    }
+
+    /// The precision of the model's graph (fp32 unless it was quantized).
+    pub fn precision(&self) -> Precision {
+        self.quantization
+            .as_ref()
+            .map_or(Precision::Fp32, |q| q.precision)
     }
 
     /// Internal consistency: version, labels and architecture.

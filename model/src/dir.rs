@@ -96,7 +96,32 @@ pub fn write_synthetic_config(
             sha256: String::new(),
         },
         nnef: None,
+        quantization: None,
     };
     write_model_dir(out, &tensors, &mut meta, force)?;
     Ok(meta)
+}
+
+/// Writes a quantized model directory into `out` atomically: `model.onnx` (which holds the
+/// weights, so `model.json` names it as the weights file) and `model.json`.
+pub fn write_quantized_dir(
+    out: &Path,
+    graph: &tract_onnx::pb::ModelProto,
+    meta: &mut ModelMeta,
+    force: bool,
+) -> Result<PathBuf> {
+    use prost::Message;
+    meta.nnef = None;
+    write_dir_atomically(out, force, |tmp| {
+        let onnx = tmp.join(meta::ONNX_FILE);
+        std::fs::write(&onnx, graph.encode_to_vec()).map_err(io(&onnx))?;
+        readable_by_all(&onnx)?;
+        meta.weights = FileDigest {
+            file: meta::ONNX_FILE.to_owned(),
+            sha256: sha256_file(&onnx)?,
+        };
+        let json = tmp.join(meta::META_FILE);
+        std::fs::write(&json, meta.to_json()).map_err(io(&json))?;
+        Ok(())
+    })
 }

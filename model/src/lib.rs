@@ -10,6 +10,8 @@
 //! - [`kernels`]: the CPU kernels (depthwise convolution, padded pooling, training batch norm,
 //!   with their backward passes) and their differentiable fallbacks for other devices;
 //! - [`dir`]: model directories (`model.safetensors`, `model.onnx`, `model.json`);
+//! - [`quant`]: post-training quantization (calibration, the int8 QDQ graph, weights-only
+//!   int8 and float16);
 //! - [`init`]: deterministic synthetic weights, used to prove conformance with the reference
 //!   implementations.
 //!
@@ -28,6 +30,7 @@ pub mod layers;
 pub mod model;
 pub mod onnx;
 pub mod ops;
+pub mod quant;
 
 pub use candle_graph::CandleGraph;
 pub use error::{Error, Result};

@@ -54,7 +54,7 @@ pub struct OnnxGraph {
     count: usize,
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -218,7 +218,7 @@ impl OnnxGraph {
     }
 }
 
-fn floats(t: &TensorProto) -> Vec<f32> {
+pub(crate) fn floats(t: &TensorProto) -> Vec<f32> {
     t.raw_data
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -85,6 +85,7 @@ pub fn trained_meta(start: &Start, labels: &[String], dataset: &str) -> ModelMet
             sha256: String::new(),
         },
         nnef: None,
+        quantization: None,
     }
 }
 

@@ -15,11 +15,14 @@ macro_rules! bundled {
     };
 }
 
-/// Every bundled file (about 1 MB: NASNet-A N=2 F=8 trained on Fashion-MNIST).
+/// Every bundled file (about 1.3 MB: NASNet-A N=2 F=8 trained on Fashion-MNIST, and its int8
+/// form).
 static FILES: &[(&str, &[u8])] = bundled![
     "nasnet-a-fashion-mnist/1.0.0/model.json",
     "nasnet-a-fashion-mnist/1.0.0/model.safetensors",
     "nasnet-a-fashion-mnist/1.0.0/model.onnx",
+    "nasnet-a-fashion-mnist-int8/1.0.0/model.json",
+    "nasnet-a-fashion-mnist-int8/1.0.0/model.onnx",
 ];
 
 /// The content of file `name` in the bundled model directory `location` (`bundled:ID/VERSION/`).

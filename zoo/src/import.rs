@@ -294,6 +294,7 @@ pub fn import(weights: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
             sha256: String::new(),
         },
         nnef: None,
+        quantization: None,
     };
     write_model_dir(out, &tensors, &mut meta, opts.force)?;
     Ok(Imported {

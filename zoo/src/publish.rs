@@ -37,8 +37,14 @@ pub struct PublishOptions<'a> {
     pub license: &'a str,
 }
 
-/// The files of a published model directory (and `model.nnef.tar` where the run has one).
-const FILES: [&str; 3] = [meta::META_FILE, meta::WEIGHTS_FILE, meta::ONNX_FILE];
+/// The files of a published model directory: `model.json`, the weights file it names
+/// (`model.safetensors`, or `model.onnx` for a quantized model, whose graph holds its
+/// weights), `model.onnx`, and `model.nnef.tar` where the run has one.
+fn published_files(m: &ModelMeta) -> Vec<&str> {
+    let mut files = vec![meta::META_FILE, m.weights.file.as_str(), meta::ONNX_FILE];
+    files.dedup();
+    files
+}
 
 /// Publishes `opts.run` as `ID@VERSION` into `opts.zoo`, returning the registry entry
 /// written. Two publishers of one zoo take turns; a version that exists is refused.
@@ -61,7 +67,16 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
         ));
     }
     let mut m = ModelMeta::load(opts.run).map_err(|e| invalid(opts.run, e.to_string()))?;
-    for name in [meta::WEIGHTS_FILE, meta::ONNX_FILE] {
+    if !crate::registry::is_plain_file_name(&m.weights.file) {
+        return Err(invalid(
+            &opts.run.join(meta::META_FILE),
+            format!(
+                "its weights file {:?} is not a plain file name",
+                m.weights.file
+            ),
+        ));
+    }
+    for name in [m.weights.file.as_str(), meta::ONNX_FILE] {
         let path = opts.run.join(name);
         if !path.is_file() {
             return Err(invalid(
@@ -70,10 +85,10 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
             ));
         }
     }
-    let weights = sha256_file(&opts.run.join(meta::WEIGHTS_FILE))?;
+    let weights = sha256_file(&opts.run.join(&m.weights.file))?;
     if weights != m.weights.sha256 {
         return Err(invalid(
-            &opts.run.join(meta::WEIGHTS_FILE),
+            &opts.run.join(&m.weights.file),
             "differs from the sha256 that model.json records".into(),
         ));
     }
@@ -117,7 +132,7 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
     let mut files = BTreeMap::new();
     write_dir_atomically(&out, false, |tmp| -> Result<()> {
         let nnef = with_nnef.then_some(meta::NNEF_FILE);
-        for name in FILES.into_iter().chain(nnef) {
+        for name in published_files(&m).into_iter().chain(nnef) {
             let dest = tmp.join(name);
             if name == meta::META_FILE {
                 std::fs::write(&dest, m.to_json()).map_err(io(&dest))?;
@@ -145,7 +160,9 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
         ),
         None => format!("{}/{}/", opts.id, opts.version),
     };
-    let accuracy = m.training.as_ref().and_then(|t| {
+    // The accuracy training measured is the fp32 weights'; a quantized model has its own.
+    let trained = m.training.as_ref().filter(|_| m.quantization.is_none());
+    let accuracy = trained.and_then(|t| {
         Some(Accuracy {
             top1: (t.test_top1? * 1e4).round() / 1e2,
             top5: None,
@@ -166,6 +183,7 @@ pub fn publish(opts: &PublishOptions) -> Result<Entry> {
         num_classes: m.architecture.num_classes,
         labels: Labels::List(m.labels.clone()),
         accuracy,
+        precision: m.precision(),
         license: opts.license.to_owned(),
         sources: vec![Source::model_dir(vec![location], files)],
     };

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use nasnet_core::meta::Precision;
 use nasnet_core::{NetworkConfig, PoolingRule, Preprocessing, Preset};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +147,10 @@ pub struct Entry {
     pub labels: Labels,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<Accuracy>,
+    /// The numbers the model computes with (`fp32` when absent; `int8`, `int8-weights` and
+    /// `f16-weights` for the forms `nasnet quantize` writes).
+    #[serde(default, skip_serializing_if = "is_fp32")]
+    pub precision: Precision,
     pub license: String,
     /// Alternatives, tried in order.
     pub sources: Vec<Source>,
@@ -157,6 +162,10 @@ pub struct Entry {
 pub enum Labels {
     Named(String),
     List(Vec<String>),
+}
+
+fn is_fp32(p: &Precision) -> bool {
+    *p == Precision::Fp32
 }
 
 fn imagenet() -> Labels {

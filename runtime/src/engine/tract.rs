@@ -21,6 +21,8 @@ mod downsample;
 #[cfg(feature = "tract")]
 mod fold;
 mod nnef;
+#[cfg(feature = "tract")]
+mod quant;
 mod split;
 
 /// A node's replacement: the project's operator and the outlet it reads.
@@ -176,8 +178,7 @@ fn decluttered(onnx: &Path, size: usize, parallel: bool) -> Result<TypedModel> {
     use tract_onnx::prelude::InferenceModelExt;
     let err = |e| backend_err("tract", Some(&onnx.display().to_string()), e);
     guarded(onnx, || {
-        let mut typed = tract_onnx::onnx()
-            .model_for_path(onnx)
+        let mut typed = read_onnx(onnx)
             .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, size, size]).into()))
             .and_then(|m| m.into_typed())
             .map_err(err)?;
@@ -190,6 +191,30 @@ fn decluttered(onnx: &Path, size: usize, parallel: bool) -> Result<TypedModel> {
             .map_err(err)?;
         split::join(parts).map_err(err)
     })
+}
+
+/// tract's model of an ONNX file (external data read from its directory), a quantized graph's
+/// activation pairs dropped (see [`quant`]).
+#[cfg(feature = "tract")]
+fn read_onnx(onnx: &Path) -> TractResult<tract_onnx::prelude::InferenceModel> {
+    let framework = tract_onnx::onnx();
+    let mut proto = framework.proto_model_for_path(onnx)?;
+    let dropped = quant::drop_activation_pairs(&mut proto);
+    if dropped > 0 {
+        log::info!(
+            "{}: {dropped} activations run in fp32 (their quantize/dequantize pairs dropped)",
+            onnx.display()
+        );
+    }
+    let dir = onnx.parent().and_then(Path::to_str);
+    let parsed = framework.parse(&proto, dir)?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(tract_nnef::tract_core::internal::format_err!(
+            "unresolved inputs: {:?}",
+            parsed.unresolved_inputs
+        ));
+    }
+    Ok(parsed.model)
 }
 
 /// The optimized model: the project's own operators in, then tract's code generation (the

@@ -24,6 +24,7 @@ pub fn model_dir(dir: &Path, net: &NasNet) {
             sha256: String::new(),
         },
         nnef: None,
+        quantization: None,
     };
     std::fs::write(dir.join(meta::META_FILE), m.to_json()).unwrap();
 }
