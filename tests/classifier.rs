@@ -40,3 +40,61 @@ fn a_folder_is_classified_file_by_file_and_missing_paths_are_named() {
     let e = Classifier::open(&gone).err().unwrap().to_string();
     assert!(e.contains("gone"), "{e}");
 }
+
+/// The bundled int8 model, written out as `nasnet pull` leaves it, opens through the C library
+/// like any model and agrees with the fp32 model it was made from on a photo's top class.
+#[test]
+fn the_c_library_opens_the_bundled_int8_model() {
+    let d = tempfile::tempdir().unwrap();
+    let materialize = |id: &str, files: &[&str]| {
+        let dir = d.path().join(id);
+        std::fs::create_dir(&dir).unwrap();
+        let location = format!("{}{id}/1.0.0/", nasnet_zoo::bundled::SCHEME);
+        for name in files {
+            let bytes = nasnet_zoo::bundled::file(&location, name).unwrap();
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        dir
+    };
+    let int8 = materialize("nasnet-a-fashion-mnist-int8", &["model.json", "model.onnx"]);
+    let fp32 = materialize(
+        "nasnet-a-fashion-mnist",
+        &["model.json", "model.onnx", "model.safetensors"],
+    );
+    let photo = image("chelsea.jpg");
+    let want = Classifier::open(&fp32)
+        .unwrap()
+        .classify(&photo, 1)
+        .unwrap();
+
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let (dir, file) = (c(&int8), c(&photo));
+    let mut m = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated path, default options, a place for the handle.
+    let status =
+        unsafe { nasnet_bindings::nasnet_model_open(dir.as_ptr(), std::ptr::null(), &mut m) };
+    assert_eq!(status, nasnet_bindings::NasnetStatus::Ok);
+    let mut out = [nasnet_bindings::NasnetPrediction {
+        index: usize::MAX,
+        probability: 0.0,
+        logit: 0.0,
+        label: std::ptr::null(),
+    }];
+    let mut written = 0;
+    // SAFETY: `m` is open; the path is NUL-terminated; `out` holds one prediction.
+    let status = unsafe {
+        nasnet_bindings::nasnet_classify_file(
+            m,
+            file.as_ptr(),
+            1,
+            out.as_mut_ptr(),
+            1,
+            &mut written,
+        )
+    };
+    assert_eq!(status, nasnet_bindings::NasnetStatus::Ok);
+    assert_eq!((written, out[0].index), (1, want[0].index));
+    // SAFETY: `m` is the handle opened above, closed once.
+    let status = unsafe { nasnet_bindings::nasnet_model_close(&mut m) };
+    assert_eq!(status, nasnet_bindings::NasnetStatus::Ok);
+}

@@ -122,7 +122,12 @@ pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     if args.json {
         outln!(
             "{}",
-            serde_json::json!({"top1": top1, "top5": top5, "count": score.count})
+            serde_json::json!({
+                "top1": top1,
+                "top5": top5,
+                "count": score.count,
+                "precision": model.meta().precision().name(),
+            })
         )?;
     } else {
         outln!(

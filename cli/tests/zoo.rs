@@ -925,6 +925,51 @@ fn an_int8_model_is_published_pulled_and_classified_near_its_fp32_logits() {
         }
     }
 
+    // The weights-only forms: about a third and a half of the fp32 weights (the per-channel
+    // scales and the graph weigh in a model this small), fp32 compute; float16 answers within
+    // 0.01, 7-bit weights within 0.2.
+    let cached = env
+        .dir
+        .path()
+        .join("home/models/nasnet-a-fashion-mnist/1.0.0");
+    let fp32_bytes = std::fs::metadata(cached.join("model.safetensors"))
+        .unwrap()
+        .len();
+    for (precision, share, bound) in [("int8-weights", 0.35, 0.2), ("f16-weights", 0.52, 0.01)] {
+        let out = env.dir.path().join(precision);
+        let args = [
+            "quantize",
+            "--offline",
+            "--model",
+            fp32,
+            "--precision",
+            precision,
+            "-o",
+        ];
+        let mut args = args.to_vec();
+        let target = path(&out);
+        args.push(&target);
+        env.ok(&args);
+        let bytes = std::fs::metadata(out.join("model.onnx")).unwrap().len();
+        assert!(
+            (bytes as f64) < share * fp32_bytes as f64,
+            "{precision}: {bytes} bytes for {fp32_bytes} of fp32 weights"
+        );
+        for backend in &backends {
+            let want = classify(backend, fp32);
+            let got = classify(backend, &target);
+            for (w, g) in want.iter().zip(&got) {
+                let worst = w
+                    .iter()
+                    .zip(g)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                eprintln!("{backend} {precision}: max |difference| {worst:.4}");
+                assert!(worst < bound, "{backend} {precision}: {w:?} against {g:?}");
+            }
+        }
+    }
+
     // Published: the graph is the weights file; the registry and `nasnet models` say int8.
     let zoo = env.dir.path().join("zoo");
     let args = publish_args(&int8, &zoo, "1.0.0");
