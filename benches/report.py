@@ -2,6 +2,7 @@
 
   python benches/report.py [--threads 2] [--runs 20] [--rounds 3] [--skip-large]
   python benches/report.py --photos-only   # Mobile: inference and classify end to end, printed
+  python benches/report.py --int8-only [--fashion-mnist DIR]   # the quantized forms, printed
 
 In one run on one machine it measures, for NASNet-A Mobile and Large on synthetic weights:
 batch 1 latency and batch 8 throughput of nasnet's backends (ort, tract, candle) beside ONNX
@@ -11,7 +12,10 @@ PyTorch eager; then `nasnet classify` end to end on ten 640x480 and ten 12 MP JP
 backend (per image, and as a ratio to the same backend's inference), `nasnet classify` from
 start to first result (second start on), peak RSS, and the C library as apps get it: each
 configuration's size, gzip size, Mobile batch-1 latency and open to first result
-(benches/library.py). Every figure that is compared is a ratio between runs made here, in
+(benches/library.py); and the quantized forms `nasnet quantize` writes (int8, int8 weights,
+float16 weights) beside fp32: Mobile's batch 1 latency and batch 8 throughput on ort and tract
+and its file size, and with --fashion-mnist DIR the bundled Fashion-MNIST model's test top-1
+quantized with 1,000 training images. Every figure that is compared is a ratio between runs made here, in
 interleaved rounds: the absolute speed of a machine drifts by tens of percent between runs.
 
 Needs: numpy, onnxruntime, pillow, matplotlib (benches/requirements.txt); torch,
@@ -202,7 +206,7 @@ def chart(results, path):
     fig.savefig(path)
 
 
-def report(inf, e2e, lib_rows, args, took):
+def report(inf, e2e, lib_rows, int8_lines, args, took):
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     lines = [
@@ -254,6 +258,7 @@ def report(inf, e2e, lib_rows, args, took):
                   "to first result from the second open on (the ONNX row's prepared-model cache warm). "
                   "The ONNX rows open `model.onnx`, the NNEF rows `model.nnef.tar`.", "",
                   *lib.markdown(lib_rows), ""]
+    lines += int8_lines
     lines += summary(inf, e2e)
     return "\n".join(lines)
 
@@ -299,6 +304,102 @@ def ort_python_latency(model_dir, batch, runs, threads):
     print(median_ms(lambda: s.run(None, {"image": x}), runs))
 
 
+PRECISIONS = ["fp32", "int8", "int8-weights", "f16-weights"]
+
+
+def quantized_forms(model_dir, tmp):
+    """Mobile in each precision: {precision: model directory}; int8 calibrated on the test
+    photos."""
+    forms = {"fp32": model_dir}
+    for p in PRECISIONS[1:]:
+        out = os.path.join(tmp, f"mobile-{p}")
+        cmd = [NASNET, "quantize", "-q", "--model", model_dir, "--precision", p, "-o", out]
+        if p == "int8":
+            cmd += ["--calibrate", os.path.dirname(PHOTO)]
+        subprocess.run(cmd, check=True)
+        forms[p] = out
+    return forms
+
+
+def weights_bytes(model_dir):
+    """The size of the file that holds a model directory's weights."""
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return os.path.getsize(os.path.join(model_dir, json.load(f)["weights"]["file"]))
+
+
+def int8_latency(forms, args):
+    """{(precision, backend): {batch: ms}} over interleaved rounds."""
+    results = {(p, b): {1: [], 8: []} for p in forms for b in ["ort", "tract"]}
+    for _ in range(args.rounds):
+        for (p, b), r in results.items():
+            for batch in (1, 8):
+                r[batch].append(nasnet_latency(forms[p], b, batch, args.runs, args.threads))
+    return {k: {b: statistics.median(v) for b, v in r.items()} for k, r in results.items()}
+
+
+def fashion_mnist_accuracy(data, tmp):
+    """{precision: {backend: top-1}} of the bundled Fashion-MNIST model and its quantized forms
+    (int8 calibrated on 1,000 training images), with each form's weights file size."""
+    dataset = f"fashion-mnist:{data}"
+    forms = {"fp32": "nasnet-a-fashion-mnist"}
+    for p in PRECISIONS[1:]:
+        out = os.path.join(tmp, f"fmnist-{p}")
+        cmd = [NASNET, "quantize", "-q", "--offline", "--model", forms["fp32"], "--precision", p,
+               "-o", out]
+        if p == "int8":
+            cmd += ["--calibrate", dataset, "--calibration-count", "1000"]
+        subprocess.run(cmd, check=True)
+        forms[p] = out
+    acc = {}
+    for p, model in forms.items():
+        acc[p] = {}
+        for b in ["ort", "tract"]:
+            out = subprocess.run([NASNET, "eval", "-q", "--offline", "--model", model, "--dataset",
+                                  dataset, "--backend", b, "--batch-size", "100", "--json"],
+                                 check=True, capture_output=True, text=True)
+            acc[p][b] = json.loads(out.stdout.strip().splitlines()[-1])["top1"]
+    home = os.environ.get("NASNET_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nasnet")
+    forms["fp32"] = os.path.join(home, "models", "nasnet-a-fashion-mnist", "1.0.0")
+    return acc, {p: weights_bytes(d) for p, d in forms.items()}
+
+
+def int8_markdown(lat, sizes, acc, acc_sizes):
+    lines = ["## Quantized models (`nasnet quantize`)", "",
+             "NASNet-A Mobile (synthetic weights; int8 calibrated on the four test photos): batch 1 "
+             "latency and batch 8 throughput of each form on each backend, the ratio to fp32 on the "
+             "same backend; the size of the file holding the weights (fp32: `model.safetensors`, "
+             "the others: `model.onnx`).", "",
+             "| precision | weights file, MB | / fp32 | ort batch 1, ms | / fp32 | ort batch 8, images/s "
+             "| tract batch 1, ms | / fp32 | tract batch 8, images/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in PRECISIONS:
+        o, t = lat[(p, "ort")], lat[(p, "tract")]
+        fo, ft = lat[("fp32", "ort")], lat[("fp32", "tract")]
+        lines.append(f"| {p} | {sizes[p] / 1e6:.2f} | {sizes[p] / sizes['fp32']:.3f}x | {o[1]:.1f} | "
+                     f"{o[1] / fo[1]:.2f}x | {8e3 / o[8]:.1f} | {t[1]:.1f} | {t[1] / ft[1]:.2f}x | "
+                     f"{8e3 / t[8]:.1f} |")
+    lines.append("")
+    if acc:
+        lines += ["The bundled Fashion-MNIST model (`nasnet eval`, test split, 10,000 images); int8 "
+                  "calibrated on the first 1,000 training images:", "",
+                  "| precision | top-1 ort | top-1 tract | weights file, KB | / fp32 |",
+                  "|---|---|---|---|---|"]
+        for p in PRECISIONS:
+            lines.append(f"| {p} | {acc[p]['ort'] * 100:.2f} % | {acc[p]['tract'] * 100:.2f} % | "
+                         f"{acc_sizes[p] / 1e3:.0f} | {acc_sizes[p] / acc_sizes['fp32']:.3f}x |")
+        lines.append("")
+    return lines
+
+
+def int8_section(model_dir, tmp, args):
+    forms = quantized_forms(model_dir, tmp)
+    lat = int8_latency(forms, args)
+    acc, acc_sizes = (fashion_mnist_accuracy(args.fashion_mnist, tmp) if args.fashion_mnist
+                      else ({}, {}))
+    return int8_markdown(lat, {p: weights_bytes(d) for p, d in forms.items()}, acc, acc_sizes)
+
+
 def photos_only(args):
     """Mobile's batch 1 inference (ort, tract; median of interleaved rounds) and classify's cost
     per image, each as a ratio to the same run's inference."""
@@ -338,12 +439,27 @@ def main():
     ap.add_argument("--photos-only", action="store_true",
                     help="Mobile only: batch 1 inference on ort and tract and classify end to end, "
                          "printed as ratios (docs/benchmarks.md is left alone)")
+    ap.add_argument("--int8-only", action="store_true",
+                    help="Mobile's quantized forms beside fp32 (and Fashion-MNIST's accuracy with "
+                         "--fashion-mnist), printed (docs/benchmarks.md is left alone)")
+    ap.add_argument("--fashion-mnist", metavar="DIR",
+                    help="The Fashion-MNIST dataset: the quantized forms' test top-1")
     args = ap.parse_args()
     start = time.perf_counter()
     cargo("build", "--release", "-q", "--locked", "-p", "nasnet-cli")
     cargo("build", "--release", "-q", "--locked", "--example", "latency")
     if args.photos_only:
         return photos_only(args)
+    if args.int8_only:
+        tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
+        try:
+            model = os.path.join(tmp, "mobile")
+            subprocess.run([NASNET, "synthetic", "--arch", ARCHS["mobile"], "-o", model],
+                           check=True, stdout=subprocess.DEVNULL)
+            print("\n".join(int8_section(model, tmp, args)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return None
     tmp = tempfile.mkdtemp(prefix="nasnet-bench-")
     try:
         models = {}
@@ -354,9 +470,10 @@ def main():
         inf = {arch: inference(arch, d, args) for arch, d in models.items()}
         e2e = end_to_end(models["mobile"], photos(tmp), args)
         lib_rows = library(models["mobile"], args)
+        int8_lines = int8_section(models["mobile"], tmp, args)
         svg = os.path.splitext(args.out)[0] + ".svg"
         chart(inf, svg)
-        text = report(inf, e2e, lib_rows, args, time.perf_counter() - start)
+        text = report(inf, e2e, lib_rows, int8_lines, args, time.perf_counter() - start)
         part = args.out + ".partial"
         with open(part, "w") as f:
             f.write(text)

@@ -77,28 +77,9 @@ unsafe fn image_input(m: &NasnetModel, img: &NasnetImage) -> Res<Vec<f32>> {
         return null("pixels");
     }
     let channels = channels_arg(format)?;
-    if width == 0 || height == 0 {
-        return fail(
-            NasnetStatus::InvalidArgument,
-            format!("image is empty ({width}x{height})"),
-        );
-    }
-    let row = width as usize * channels;
-    if stride < row {
-        return fail(
-            NasnetStatus::InvalidArgument,
-            format!("stride {stride} is smaller than a row of {row} bytes"),
-        );
-    }
-    let Some(len) = stride
-        .checked_mul(height as usize - 1)
-        .and_then(|n| n.checked_add(row))
-        .filter(|&n| n <= isize::MAX as usize)
-    else {
-        return fail(
-            NasnetStatus::InvalidArgument,
-            format!("a {width}x{height} image with stride {stride} exceeds memory"),
-        );
+    let len = match nasnet_core::preprocess::pixel_buffer_len(width, height, stride, channels) {
+        Ok(len) => len,
+        Err(problem) => return fail(NasnetStatus::InvalidArgument, problem),
     };
     // SAFETY: not null, and valid for `len` bytes by the caller's contract.
     let buf = unsafe { std::slice::from_raw_parts(pixels, len) };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nasnet_core::meta::ModelMeta;
 use nasnet_core::{Genotype, Preset};
@@ -215,12 +215,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     // One writer per run directory, until the command ends.
     let _lock = nasnet_core::fsutil::Lock::try_dir(out)?;
-    if out.join("checkpoints").exists() && !args.resume {
-        bail!(
-            "{}: already holds a run (use --resume to continue it, or another directory)",
-            out.display()
-        );
-    }
+    nasnet_core::fsutil::existing_run(out, "checkpoints", "a run", args.resume)
+        .map_err(anyhow::Error::msg)?;
     // The model fine-tuned from, found (and pulled) once.
     let from = match &args.from {
         Some(id) => {

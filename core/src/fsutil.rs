@@ -114,6 +114,25 @@ impl Drop for TempDir {
     }
 }
 
+/// Whether `dir` holds a run already (`marker`, a file or directory in it, is there), and an
+/// error naming the directory when it does and `resume` was not asked for: one command must
+/// not overwrite another's run (`what`: `a run`, `a search`).
+pub fn existing_run(
+    dir: &Path,
+    marker: &str,
+    what: &str,
+    resume: bool,
+) -> std::result::Result<bool, String> {
+    let exists = dir.join(marker).exists();
+    if exists && !resume {
+        return Err(format!(
+            "{}: already holds {what} (use --resume to continue it, or another directory)",
+            dir.display()
+        ));
+    }
+    Ok(exists)
+}
+
 /// Fills a fresh directory with `fill`, then moves it to `out` in one rename, so that `out`
 /// either does not exist or is complete. An existing `out` is an error unless `force`.
 pub fn write_dir_atomically<E: From<FsError>>(
@@ -275,6 +294,28 @@ mod tests {
         assert!(r.is_err());
         assert!(!out.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    /// Replacing a directory (a training run's checkpoint of the same step, a model written
+    /// again) whose new content fails midway leaves the old one whole and nothing else.
+    #[test]
+    fn a_replacement_that_fails_midway_keeps_the_old_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("step-00000010");
+        write_dir_atomically(&out, false, |t| {
+            std::fs::write(t.join("model.safetensors"), b"old").map_err(io(t))
+        })
+        .unwrap();
+        let r = write_dir_atomically(&out, true, |t| {
+            std::fs::write(t.join("model.safetensors"), b"new, half written").map_err(io(t))?;
+            Err(FsError::NotADirectoryName { path: "x".into() })
+        });
+        assert!(r.is_err());
+        assert_eq!(
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            b"old"
+        );
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
     #[test]

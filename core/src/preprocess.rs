@@ -577,15 +577,17 @@ pub fn load_image_from_memory(
     Ok(transform_image(&picture.img, picture.full, p))
 }
 
-/// Preprocesses an 8-bit RGB or RGBA buffer, `stride` bytes per row.
-pub fn preprocess_pixels(
-    pixels: &[u8],
+/// The bytes an 8-bit image spans: `height` rows of `width` pixels of `channels` (3: RGB, 4:
+/// RGBA) bytes, `stride` bytes apart, the last row without its padding:
+/// `stride * (height - 1) + width * channels`. Every product and sum is checked, and the span
+/// must fit an allocation (`isize::MAX` bytes); the error says what is wrong. The one check of
+/// a pixel buffer's layout, for the runtime and the C library alike.
+pub fn pixel_buffer_len(
     width: u32,
     height: u32,
     stride: usize,
     channels: usize,
-    p: &Preprocessing,
-) -> Result<Vec<f32>, String> {
+) -> Result<usize, String> {
     if width == 0 || height == 0 {
         return Err(format!("image is empty ({width}x{height})"));
     }
@@ -602,16 +604,30 @@ pub fn preprocess_pixels(
             "stride {stride} is smaller than a row ({width} pixels x {channels} bytes = {row})"
         ));
     }
-    let needed = stride
+    stride
         .checked_mul(height as usize - 1)
         .and_then(|n| n.checked_add(row))
-        .ok_or_else(|| format!("{height} rows of stride {stride} overflow the address space"))?;
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or_else(|| format!("{height} rows of stride {stride} overflow the address space"))
+}
+
+/// Preprocesses an 8-bit RGB or RGBA buffer, `stride` bytes per row.
+pub fn preprocess_pixels(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    channels: usize,
+    p: &Preprocessing,
+) -> Result<Vec<f32>, String> {
+    let needed = pixel_buffer_len(width, height, stride, channels)?;
     if pixels.len() < needed {
         return Err(format!(
             "buffer of {} bytes is smaller than {needed}",
             pixels.len()
         ));
     }
+    let row = width as usize * channels;
     let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
     for y in 0..height as usize {
         let src = &pixels[y * stride..y * stride + row];
@@ -720,6 +736,24 @@ mod tests {
         assert_eq!(v.len(), 3 * 224 * 224);
         assert_eq!(v[0], -1.0);
         assert_eq!(v[224 * 224 - 1], 1.0);
+    }
+
+    /// A layout whose span overflows is refused, not wrapped: a stride of `usize::MAX` over
+    /// two rows, a span past `isize::MAX`, and the smallest exact spans.
+    #[test]
+    fn a_pixel_layout_that_overflows_is_refused() {
+        let e = pixel_buffer_len(2, 3, usize::MAX, 3).unwrap_err();
+        assert!(e.contains("overflow"), "{e}");
+        let e = pixel_buffer_len(2, 2, isize::MAX as usize, 4).unwrap_err();
+        assert!(e.contains("overflow"), "{e}");
+        assert_eq!(pixel_buffer_len(2, 1, usize::MAX, 3), Ok(6));
+        assert_eq!(pixel_buffer_len(2, 3, 10, 4), Ok(28));
+        assert!(pixel_buffer_len(2, 3, 7, 4).unwrap_err().contains("stride"));
+        assert!(
+            pixel_buffer_len(2, 3, 8, 2)
+                .unwrap_err()
+                .contains("channels")
+        );
     }
 
     #[test]

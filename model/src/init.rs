@@ -11,11 +11,10 @@ use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use nasnet_core::NetworkConfig;
+use nasnet_core::rng::{GOLDEN, mix};
 
 use crate::Result;
 use crate::model::NasNet;
-
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
 fn fnv1a64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -24,12 +23,6 @@ fn fnv1a64(s: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// `n` uniform numbers in `[-1, 1)` derived from `key` (exact multiples of 2^-23).

@@ -372,23 +372,13 @@ impl Model {
             return paths.iter().map(|p| self.load_image(p)).collect();
         }
         // Thread t decodes paths t, t + threads, ...; the rows are put back in order.
-        let mut per_thread: Vec<Vec<Result<Vec<f32>>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    s.spawn(move || {
-                        paths
-                            .iter()
-                            .skip(t)
-                            .step_by(threads)
-                            .map(|p| self.load_image(p))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+        let mut per_thread = each((0..threads).collect(), true, |t| {
+            paths
+                .iter()
+                .skip(t)
+                .step_by(threads)
+                .map(|p| self.load_image(p))
+                .collect::<Vec<_>>()
         });
         let mut iters: Vec<_> = per_thread.iter_mut().map(|v| v.drain(..)).collect();
         (0..paths.len())
@@ -421,4 +411,24 @@ impl Model {
     pub fn top_k(&self, logits: &[f32], k: usize) -> Vec<Prediction> {
         top_k(logits, k, &self.labels)
     }
+}
+
+/// `f` on every item, on a scoped thread each when `parallel` (and there are two or more), the
+/// results in the order of the items; a thread's panic goes on in the caller.
+pub(crate) fn each<T: Send, U: Send>(
+    items: Vec<T>,
+    parallel: bool,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    if !parallel || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.into_iter().map(|x| s.spawn(move || f(x))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }

@@ -454,14 +454,13 @@ impl Registry {
 
     /// Resolves `ID` (the newest version) or `ID@VERSION`.
     pub fn resolve(&self, spec: &str) -> Result<&Entry> {
-        let (id, version) = match spec.split_once('@') {
-            Some((i, v)) => (i, Some(v)),
-            None => (spec, None),
-        };
-        let candidates = self
-            .entries
-            .iter()
-            .filter(|e| e.id == id && version.is_none_or(|v| e.version == v));
+        // A spec that is no plain `ID[@VERSION]` names no entry.
+        let wanted = nasnet_core::cache::ModelRef::parse(spec);
+        let candidates = self.entries.iter().filter(|e| {
+            wanted.as_ref().is_some_and(|r| {
+                e.id == r.id && r.version.as_deref().is_none_or(|v| e.version == v)
+            })
+        });
         candidates
             .max_by_key(|e| nasnet_core::cache::Version::parse(&e.version))
             .ok_or_else(|| {

@@ -14,7 +14,7 @@ use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_nnef::prelude::*;
 
 use super::*;
-use crate::TractCache;
+use crate::{TractCache, each};
 
 mod depthwise;
 mod downsample;
@@ -363,21 +363,6 @@ fn store_prepared(
         }
     }
     Ok(())
-}
-
-/// `f` on every item, on a thread each when `parallel`, the results in order.
-fn each<T: Send, U: Send>(items: Vec<T>, parallel: bool, f: impl Fn(T) -> U + Sync) -> Vec<U> {
-    if !parallel || items.len() < 2 {
-        return items.into_iter().map(f).collect();
-    }
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items.into_iter().map(|x| s.spawn(move || f(x))).collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }
 
 /// A part optimized and made runnable.

@@ -79,13 +79,8 @@ pub fn search(
         .map_err(|e| SearchError::Setup(format!("{}: {e}", dir.display())))?;
     // One writer per search directory, until this function returns.
     let _lock = nasnet_core::fsutil::Lock::try_dir(dir)?;
-    let exists = dir.join(JOURNAL_FILE).exists();
-    if exists && !resume {
-        return Err(SearchError::Setup(format!(
-            "{}: already holds a search (use --resume to continue it, or another directory)",
-            dir.display()
-        )));
-    }
+    let exists = nasnet_core::fsutil::existing_run(dir, JOURNAL_FILE, "a search", resume)
+        .map_err(SearchError::Setup)?;
     if resume && !exists {
         return Err(SearchError::Setup(format!(
             "{}: no search to resume",

@@ -17,12 +17,10 @@ impl Trainer {
     pub fn save_checkpoint(&self, run_dir: &Path) -> Result<PathBuf> {
         let dir = run_dir.join("checkpoints");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let name = format!("step-{:08}", self.state.step);
-        let out = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.partial"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-        let result = (|| -> Result<()> {
+        let out = dir.join(format!("step-{:08}", self.state.step));
+        // A checkpoint of the same step (written again after a resume) is replaced only once
+        // the new one is complete.
+        nasnet_core::fsutil::write_dir_atomically(&out, true, |tmp| -> Result<()> {
             candle_core::safetensors::save(&self.state_dict()?, tmp.join("model.safetensors"))?;
             let mut slots = HashMap::new();
             for (n, v) in &self.slots {
@@ -38,16 +36,8 @@ impl Trainer {
                 .map_err(|e| TrainError::Config(e.to_string()))?;
             let p = tmp.join("state.json");
             std::fs::write(&p, json).map_err(io(&p))?;
-            if out.exists() {
-                std::fs::remove_dir_all(&out).map_err(io(&out))?;
-            }
-            std::fs::rename(&tmp, &out).map_err(io(&out))?;
             Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        result?;
+        })?;
         let mut all = list_checkpoints(run_dir)?;
         while all.len() > 2 {
             let (_, old) = all.remove(0);

@@ -37,6 +37,8 @@ pub enum TrainError {
     Checkpoint { path: String, problem: String },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Fs(#[from] nasnet_core::fsutil::FsError),
     #[error("{path}: cannot read weights: {source}")]
     Weights {
         path: String,
