@@ -35,8 +35,8 @@ impl From<Backend> for nasnet_runtime::Backend {
 /// Makes glibc's allocator return large blocks (decoded photos, resize buffers) to the system
 /// when they are freed. By default it raises its `mmap` threshold after the first such block
 /// and keeps later ones in per-thread arenas, so decoding on every core holds tens of MB that
-/// no image needs any more (a classify over 12 MP photos peaked at about 200 MB instead of
-/// about 140). Elsewhere it does nothing.
+/// no image needs any more (docs/benchmarks.md, "Settings", has the peak it saves on 12 MP
+/// photos). Elsewhere it does nothing.
 fn return_freed_images() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.

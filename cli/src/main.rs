@@ -1,4 +1,14 @@
-//! `nasnet`: import pretrained NASNet-A weights and classify images.
+//! `nasnet`, the command line: a thin front over the libraries. Each command parses its
+//! arguments here and runs in the module that owns it:
+//!
+//! - the zoo (`zoo`): `models`, `pull`, `publish`, `cache`, and `import`, `synthetic` and
+//!   `export`, which write model directories and their ONNX or NNEF forms;
+//! - inference (`infer`): `classify` and `embed`, on tract, ONNX Runtime or Candle;
+//! - `eval` (`eval`): a model's accuracy on a dataset's test split;
+//! - `quantize` (`quantize`): int8 and weights-only forms of a model;
+//! - `train` (`train`), `search` and `search report` (`search`), `worker` (`worker`), with
+//!   their charts (`plot`);
+//! - `completions`: shell completion scripts.
 
 /// `println!` that returns the write's error instead of panicking: output into a closed pipe
 /// (`nasnet models | head -1`) ends the command quietly (see `main`).

@@ -160,17 +160,35 @@ pub fn write_dir_atomically<E: From<FsError>>(
     };
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    let mut guard = TempDir(Some(tmp.clone()));
-    fill(&tmp)?;
-    if exists {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    replace_dir(out, &tmp, fill)
+}
+
+/// Fills `tmp`, a fresh directory (whatever is there first is removed), with `fill`, then puts
+/// it at `out` in one rename. An `out` that exists is moved aside just before and removed
+/// just after, so that `out`, or its old content under a hidden name, is on disk at every
+/// moment, and a `fill` that fails leaves the old `out` as it was and no `tmp`. No other
+/// process may use `tmp` ([`write_dir_atomically`] names it by the process; a training run
+/// holds its directory's [`Lock`]).
+pub fn replace_dir<E: From<FsError>>(
+    out: &Path,
+    tmp: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<PathBuf, E> {
+    let _ = std::fs::remove_dir_all(tmp);
+    std::fs::create_dir(tmp).map_err(io(tmp))?;
+    let mut guard = TempDir(Some(tmp.to_path_buf()));
+    fill(tmp)?;
+    if out.exists() {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let old = out.with_file_name(format!(".{name}.old-{}", std::process::id()));
         std::fs::rename(out, &old).map_err(io(out))?;
         let _old_guard = TempDir(Some(old));
-        std::fs::rename(&tmp, out).map_err(io(out))?;
+        std::fs::rename(tmp, out).map_err(io(out))?;
     } else {
-        std::fs::rename(&tmp, out).map_err(io(out))?;
+        std::fs::rename(tmp, out).map_err(io(out))?;
     }
     guard.0 = None;
     Ok(out.to_path_buf())

@@ -364,38 +364,43 @@ impl Rewrite {
         });
     }
 
-    /// `weight` as int8 per output channel behind a `DequantizeLinear`; returns the
-    /// dequantized value's name and the scales.
-    fn int8_weight(&mut self, w: &TensorProto) -> (String, Vec<f32>) {
+    /// `weight` quantized per output channel: the names of its int8 initializer and of its
+    /// scales (shaped `[channels]`, or `[channels, 1, ...]` to broadcast against the weight
+    /// when `broadcast`), and the scales.
+    fn int8_data(&mut self, w: &TensorProto, broadcast: bool) -> (String, String, Vec<f32>) {
         let channels = w.dims.first().copied().unwrap_or(1).max(1) as usize;
         let (q, scales) = quantize_per_channel(&onnx::floats(w), channels);
-        let c = vec![channels as i64];
         let data = self.tensor(
             format!("{}_i8", w.name),
             w.dims.clone(),
             DataType::Int8,
             q.iter().map(|&v| v as u8).collect(),
         );
+        let mut dims = vec![1; if broadcast { w.dims.len().max(1) } else { 1 }];
+        dims[0] = channels as i64;
         let scale = self.tensor(
             format!("{}_scale", w.name),
-            c.clone(),
+            dims,
             DataType::Float,
             scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
         );
+        (data, scale, scales)
+    }
+
+    /// `weight` as int8 per output channel behind a `DequantizeLinear`; returns the
+    /// dequantized value's name and the scales.
+    fn int8_weight(&mut self, w: &TensorProto) -> (String, Vec<f32>) {
+        let (data, scale, scales) = self.int8_data(w, false);
         let zero = self.tensor(
             format!("{}_zero", w.name),
-            c,
+            vec![scales.len() as i64],
             DataType::Int8,
-            vec![0; channels],
+            vec![0; scales.len()],
         );
         let out = format!("{}_dq", w.name);
         let axis = vec![onnx::attr_int("axis", 0)];
-        self.node(
-            "DequantizeLinear",
-            out.clone(),
-            vec![data, scale, zero],
-            axis,
-        );
+        let inputs = vec![data, scale, zero];
+        self.node("DequantizeLinear", out.clone(), inputs, axis);
         (out, scales)
     }
 
@@ -404,22 +409,7 @@ impl Rewrite {
     /// load the graph (ONNX Runtime keeps a `DequantizeLinear` of weights, for its QDQ
     /// fusions, and runs it at every inference).
     fn int8_weight_cast(&mut self, w: &TensorProto) -> String {
-        let channels = w.dims.first().copied().unwrap_or(1).max(1) as usize;
-        let (q, scales) = quantize_per_channel(&onnx::floats(w), channels);
-        let data = self.tensor(
-            format!("{}_i8", w.name),
-            w.dims.clone(),
-            DataType::Int8,
-            q.iter().map(|&v| v as u8).collect(),
-        );
-        let mut dims = vec![1; w.dims.len().max(1)];
-        dims[0] = channels as i64;
-        let scale = self.tensor(
-            format!("{}_scale", w.name),
-            dims,
-            DataType::Float,
-            scales.iter().flat_map(|s| s.to_le_bytes()).collect(),
-        );
+        let (data, scale, _) = self.int8_data(w, true);
         let wide = format!("{}_f32", w.name);
         let to = vec![onnx::attr_int("to", DataType::Float as i64)];
         self.node("Cast", wide.clone(), vec![data], to);
@@ -501,9 +491,61 @@ fn has_weights(n: &NodeProto) -> bool {
     matches!(n.op_type.as_str(), "Conv" | "Gemm") && n.input.len() >= 2
 }
 
-/// The fp32 graph of `net` as it is exported (batch norms folded), ready to rewrite.
-fn fp32_graph(net: &NasNet) -> Result<ModelProto> {
-    onnx::to_onnx(net)
+/// `net`'s fp32 graph as it is exported (batch norms folded), taken apart for a rewrite: the
+/// model with an empty graph, the nodes, and the initializers by name.
+struct Parts {
+    model: ModelProto,
+    nodes: Vec<NodeProto>,
+    inits: HashMap<String, TensorProto>,
+}
+
+impl Parts {
+    fn of(net: &NasNet) -> Result<Self> {
+        let mut model = onnx::to_onnx(net)?;
+        let graph = model
+            .graph
+            .as_mut()
+            .ok_or_else(|| Error::Build("the exported model has no graph".into()))?;
+        let inits = std::mem::take(&mut graph.initializer)
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let nodes = std::mem::take(&mut graph.node);
+        Ok(Self {
+            model,
+            nodes,
+            inits,
+        })
+    }
+
+    /// The graph put together again with what `rw` added: the initializers something reads
+    /// (in the exporter's order, as the map's is random, so that the file is reproducible),
+    /// the nodes in an order ONNX accepts (see [`order`]), and short names.
+    fn join(self, rw: Rewrite) -> ModelProto {
+        let Self {
+            mut model,
+            nodes,
+            inits,
+        } = self;
+        let read: HashSet<&str> = nodes
+            .iter()
+            .chain(&rw.nodes)
+            .flat_map(|n| &n.input)
+            .map(String::as_str)
+            .collect();
+        let mut kept: Vec<TensorProto> = inits
+            .into_values()
+            .filter(|t| read.contains(t.name.as_str()))
+            .collect();
+        kept.sort_by_key(|t| order_key(&t.name));
+        kept.extend(rw.inits);
+        if let Some(graph) = model.graph.as_mut() {
+            graph.node = order(rw.nodes, nodes);
+            graph.initializer = kept;
+        }
+        compact_names(&mut model);
+        model
+    }
 }
 
 /// `net`'s graph with int8 weights and uint8 activations in the ranges `ranges` gives, as an
@@ -511,21 +553,13 @@ fn fp32_graph(net: &NasNet) -> Result<ModelProto> {
 /// except the logits and the features the graph returns; a value without a range stays
 /// fp32.
 pub fn qdq_model(net: &NasNet, ranges: &Ranges) -> Result<ModelProto> {
-    let mut model = fp32_graph(net)?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::Build("the exported model has no graph".into()))?;
-    let inits: HashMap<String, TensorProto> = std::mem::take(&mut graph.initializer)
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect();
+    let mut parts = Parts::of(net)?;
+    let Parts { nodes, inits, .. } = &mut parts;
     let outputs: HashSet<&str> = [onnx::LOGITS, onnx::FEATURES].into();
     let mut rw = Rewrite::default();
     // Each activation read by a computing node: its quantized stand-in, and that one's scale.
     let mut stand_in: HashMap<String, String> = HashMap::new();
     let mut scale: HashMap<String, f32> = HashMap::new();
-    let mut nodes = std::mem::take(&mut graph.node);
     for n in nodes
         .iter_mut()
         .filter(|n| !outputs.contains(n.output[0].as_str()))
@@ -557,25 +591,7 @@ pub fn qdq_model(net: &NasNet, ranges: &Ranges) -> Result<ModelProto> {
             n.input[2] = rw.int32_bias(b, sx, &scales);
         }
     }
-    let read: HashSet<&str> = nodes
-        .iter()
-        .chain(&rw.nodes)
-        .flat_map(|n| &n.input)
-        .map(String::as_str)
-        .collect();
-    let mut kept_inits: Vec<TensorProto> = inits
-        .into_values()
-        .filter(|t| read.contains(t.name.as_str()))
-        .collect();
-    // In the exporter's order (the map's is random), so that the file is reproducible.
-    kept_inits.sort_by_key(|t| order_key(&t.name));
-    kept_inits.extend(rw.inits);
-    // The quantizing nodes go before the graph's: ONNX wants a topological order.
-    let mut ordered = order(rw.nodes, nodes);
-    std::mem::swap(&mut graph.node, &mut ordered);
-    graph.initializer = kept_inits;
-    compact_names(&mut model);
-    Ok(model)
+    Ok(parts.join(rw))
 }
 
 /// `added` and `nodes` in an order where each node comes after the producers of its inputs
@@ -672,17 +688,9 @@ fn base36(mut n: usize) -> String {
 /// `net`'s graph with int8 (per output channel) or float16 weights and fp32 activations:
 /// each weight a narrow initializer behind a `DequantizeLinear` or a `Cast`.
 pub fn weights_only_model(net: &NasNet, precision: Precision) -> Result<ModelProto> {
-    let mut model = fp32_graph(net)?;
-    let graph = model
-        .graph
-        .as_mut()
-        .ok_or_else(|| Error::Build("the exported model has no graph".into()))?;
-    let inits: HashMap<String, TensorProto> = std::mem::take(&mut graph.initializer)
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect();
+    let mut parts = Parts::of(net)?;
+    let Parts { nodes, inits, .. } = &mut parts;
     let mut rw = Rewrite::default();
-    let mut nodes = std::mem::take(&mut graph.node);
     for n in nodes.iter_mut().filter(|n| has_weights(n)) {
         let Some(w) = inits.get(&n.input[1]) else {
             continue;
@@ -711,22 +719,7 @@ pub fn weights_only_model(net: &NasNet, precision: Precision) -> Result<ModelPro
             }
         };
     }
-    let read: HashSet<&str> = nodes
-        .iter()
-        .chain(&rw.nodes)
-        .flat_map(|n| &n.input)
-        .map(String::as_str)
-        .collect();
-    let mut kept: Vec<TensorProto> = inits
-        .into_values()
-        .filter(|t| read.contains(t.name.as_str()))
-        .collect();
-    kept.sort_by_key(|t| order_key(&t.name));
-    kept.extend(rw.inits);
-    graph.node = order(rw.nodes, nodes);
-    graph.initializer = kept;
-    compact_names(&mut model);
-    Ok(model)
+    Ok(parts.join(rw))
 }
 
 #[cfg(test)]

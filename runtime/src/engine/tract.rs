@@ -81,8 +81,8 @@ fn executor(threads: Option<usize>) -> Executor {
         Executor::SingleThread
     } else {
         // tract threads a matrix product from 64 panels on; NASNet's 1x1 convolutions on
-        // the 14x14 and 7x7 planes have fewer, and on two threads they gained from 8 on
-        // (Mobile, batch 1: 15.3 against 16.3 ms). A process-wide setting of tract's.
+        // the 14x14 and 7x7 planes have fewer, and on two threads they gain from 8 on
+        // (docs/benchmarks.md, "Settings"). A process-wide setting of tract's.
         tract_linalg::multithread::set_threading_panel_threshold(8);
         Executor::multithread_with_name(n, "nasnet-tract")
     }
@@ -106,7 +106,8 @@ impl Pool {
     /// Runs `f` with the pool as tract's executor, on one of the pool's own threads: the
     /// calling thread waits while the pool's threads run the whole plan, so a serial operator
     /// and a parallel one never compete with idle workers for the same cores (with the caller
-    /// running the plan itself, two threads on two cores ran a third slower than one).
+    /// running the plan itself, two threads on two cores ran slower than one: docs/benchmarks.md,
+    /// "Settings").
     ///
     /// One run at a time: a pool thread waiting inside one run's parallel operator would
     /// otherwise pick up a whole other run, nested on its stack, and tract's per-thread

@@ -17,10 +17,12 @@ impl Trainer {
     pub fn save_checkpoint(&self, run_dir: &Path) -> Result<PathBuf> {
         let dir = run_dir.join("checkpoints");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let out = dir.join(format!("step-{:08}", self.state.step));
+        let name = format!("step-{:08}", self.state.step);
+        let out = dir.join(&name);
         // A checkpoint of the same step (written again after a resume) is replaced only once
-        // the new one is complete.
-        nasnet_core::fsutil::write_dir_atomically(&out, true, |tmp| -> Result<()> {
+        // the new one is complete. The run's lock keeps other writers out of `.NAME.partial`.
+        let tmp = dir.join(format!(".{name}.partial"));
+        nasnet_core::fsutil::replace_dir(&out, &tmp, |tmp| -> Result<()> {
             candle_core::safetensors::save(&self.state_dict()?, tmp.join("model.safetensors"))?;
             let mut slots = HashMap::new();
             for (n, v) in &self.slots {
