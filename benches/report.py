@@ -358,9 +358,11 @@ def fashion_mnist_accuracy(data, tmp):
                                   dataset, "--backend", b, "--batch-size", "100", "--json"],
                                  check=True, capture_output=True, text=True)
             acc[p][b] = json.loads(out.stdout.strip().splitlines()[-1])["top1"]
-    home = os.environ.get("NASNET_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "nasnet")
-    forms["fp32"] = os.path.join(home, "models", "nasnet-a-fashion-mnist", "1.0.0")
+    # Where the pull above left the fp32 model, as the cache itself says.
+    cached = subprocess.run([NASNET, "cache", "list", "--json"], check=True, capture_output=True,
+                            text=True).stdout.splitlines()
+    forms["fp32"] = next(json.loads(line)["dir"] for line in cached
+                         if json.loads(line)["id"] == forms["fp32"])
     return acc, {p: weights_bytes(d) for p, d in forms.items()}
 
 

@@ -95,14 +95,15 @@ pub fn run_quantize(args: QuantizeArgs) -> anyhow::Result<()> {
     out_meta.name = format!("{} ({})", meta.name, args.precision);
     out_meta.quantization = Some(record);
     let out = nasnet_model::dir::write_quantized_dir(&args.out, &graph, &mut out_meta, args.force)?;
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let before = size(&dir.join(nasnet_core::meta::ONNX_FILE));
-    let after = size(&out.join(nasnet_core::meta::ONNX_FILE));
     if !crate::quiet() {
+        // The files that hold the weights (an fp32 directory's `model.onnx` is the graph only).
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         eprintln!(
-            "wrote {} ({}: model.onnx {after} bytes, fp32 {before})",
+            "wrote {} ({}: {} bytes of weights, fp32 {})",
             out.display(),
-            args.precision
+            args.precision,
+            size(&out.join(&out_meta.weights.file)),
+            size(&dir.join(&meta.weights.file))
         );
     }
     Ok(())

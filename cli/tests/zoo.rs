@@ -1025,4 +1025,39 @@ fn an_int8_model_is_published_pulled_and_classified_near_its_fp32_logits() {
         "{err}"
     );
     assert!(!again.exists());
+    // Options that do not go together, and a source that is neither a folder nor a dataset.
+    let refused = |extra: &[&str], want: &str| {
+        let mut args = vec!["quantize", "--offline", "--model", fp32];
+        args.extend(extra);
+        args.extend(["-o", again.to_str().unwrap()]);
+        let out = env.cli().run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{extra:?}: {err}"
+        );
+    };
+    refused(&["--precision", "fp32"], "the model is fp32 already");
+    refused(&[], "needs calibration images");
+    let photos_arg = path(&photos);
+    refused(
+        &["--precision", "f16-weights", "--calibrate", &photos_arg],
+        "takes no --calibrate",
+    );
+    refused(
+        &["--calibrate", "no-such-folder"],
+        "no-such-folder: neither a folder nor a dataset spec",
+    );
+    assert!(!again.exists());
+    // A model.json whose weights file is no plain file name is not published.
+    let odd = env.dir.path().join("odd");
+    std::fs::create_dir(&odd).unwrap();
+    std::fs::copy(int8.join("model.onnx"), odd.join("model.onnx")).unwrap();
+    let mut m = meta.clone();
+    m["weights"]["file"] = json!("../model.onnx");
+    std::fs::write(odd.join("model.json"), m.to_string()).unwrap();
+    let args = publish_args(&odd, &zoo, "2.0.0");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let err = env.fails(&args);
+    assert!(err.contains("is not a plain file name"), "{err}");
 }
